@@ -1,0 +1,140 @@
+"""Checkpoint loading: dtypes, and a clear CheckpointError for every way a checkpoint can be wrong."""
+
+import json
+
+import httpx2
+import pytest
+import torch
+from huggingface_hub import errors as hub_errors
+from safetensors.torch import load_file, save_file
+
+from csm.loading import CheckpointError, codec_weights, resolve_checkpoint
+from csm.models import Model
+from tests.oracle import build_oracle, save_original_layout, save_transformers_layout
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return build_oracle("gqa-llama3")
+
+
+@pytest.fixture
+def hf_folder(oracle, tmp_path):
+    return save_transformers_layout(oracle, tmp_path / "hf")
+
+
+def rewrite_weights(folder, edit):
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path))
+
+
+def test_loads_into_requested_dtype_without_meta_tensors(hf_folder):
+    model = Model.from_pretrained(str(hf_folder), device="cpu", dtype=torch.bfloat16)
+    tensors = list(model.parameters())
+    assert all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in tensors)
+    assert not any(t.is_meta for t in tensors)
+    assert not any(t.requires_grad for t in tensors)
+
+
+def test_transformers_layout_exposes_codec_weights(hf_folder, oracle):
+    config, state = codec_weights(resolve_checkpoint(str(hf_folder)))
+    assert config["model_type"] == "mimi"
+    saved = load_file(str(hf_folder / "model.safetensors"))
+    expected = {k[len("codec_model.") :]: v for k, v in saved.items() if k.startswith("codec_model.")}
+    assert expected and set(expected) == set(state)
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+def test_missing_tensor_is_named(hf_folder):
+    rewrite_weights(hf_folder, lambda s: s.pop("backbone_model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError, match=r"missing tensors: backbone_model\.layers\.1\.mlp\.up_proj\.weight"):
+        Model.from_pretrained(str(hf_folder), device="cpu")
+
+
+def test_unexpected_tensor_is_named(hf_folder):
+    rewrite_weights(hf_folder, lambda s: s.update({"backbone_model.layers.7.extra.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match=r"unexpected tensors: backbone_model\.layers\.7\.extra\.weight"):
+        Model.from_pretrained(str(hf_folder), device="cpu")
+
+
+def test_shape_mismatch_is_named(hf_folder):
+    def shrink(state):
+        state["lm_head.weight"] = state["lm_head.weight"][:-1].clone()
+
+    rewrite_weights(hf_folder, shrink)
+    with pytest.raises(CheckpointError, match=r"shape mismatch for codebook0_head\.weight.*lm_head\.weight \[66, 64\]"):
+        Model.from_pretrained(str(hf_folder), device="cpu")
+
+
+def test_config_that_disagrees_with_weights(hf_folder):
+    config = json.loads((hf_folder / "config.json").read_text())
+    config["intermediate_size"] = 999
+    (hf_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"does not match its config.*mlp\.gate_up_proj"):
+        Model.from_pretrained(str(hf_folder), device="cpu")
+
+
+def test_original_layout_missing_tensor(oracle, tmp_path):
+    folder = save_original_layout(oracle, tmp_path / "orig")
+    rewrite_weights(folder, lambda s: s.pop("decoder.layers.0.sa_norm.scale"))
+    with pytest.raises(CheckpointError, match=r"original layout.*missing tensors: decoder\.layers\.0\.sa_norm\.scale"):
+        Model.from_pretrained(str(folder), device="cpu")
+
+
+def test_unknown_layout(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    with pytest.raises(CheckpointError, match=r"unknown checkpoint layout.*model_type='llama'"):
+        Model.from_pretrained(str(tmp_path), device="cpu")
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        Model.from_pretrained(str(tmp_path), device="cpu")
+
+
+def test_missing_local_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="no such folder"):
+        Model.from_pretrained(str(tmp_path / "nope"), device="cpu")
+
+
+def test_pickle_must_be_a_plain_state_dict(oracle, tmp_path):
+    folder = save_original_layout(oracle, tmp_path / "orig", as_pickle=True)
+    torch.save({"weights": [1, 2, 3]}, folder / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="does not hold a state dict of tensors"):
+        Model.from_pretrained(str(folder), device="cpu")
+
+
+def test_pickle_with_code_is_refused(oracle, tmp_path):
+    folder = save_original_layout(oracle, tmp_path / "orig", as_pickle=True)
+    torch.save({"x": torch.zeros(1), "obj": ValueError("arbitrary objects need unpickling code")}, folder / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        Model.from_pretrained(str(folder), device="cpu")
+
+
+def test_gated_repo_without_token_says_what_to_do(monkeypatch):
+    def gated(repo_id, filename, **kwargs):
+        request = httpx2.Request("GET", f"https://huggingface.co/{repo_id}/resolve/main/{filename}")
+        raise hub_errors.GatedRepoError("401 gated", response=httpx2.Response(401, request=request))
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", gated)
+    with pytest.raises(CheckpointError, match=r"sesame/csm-1b is a gated repository.*HF_TOKEN"):
+        Model.from_pretrained("sesame/csm-1b", device="cpu")
+
+
+def test_unreachable_hub_says_what_to_do(monkeypatch, tmp_path):
+    # A real hub call with the hub switched off and an empty cache.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"Hub is unreachable.*local folder"):
+        Model.from_pretrained("someone/some-csm", device="cpu")
+
+
+def test_generate_frame_before_setup_caches_says_what_to_do(hf_folder):
+    model = Model.from_pretrained(str(hf_folder), device="cpu")
+    tokens = torch.zeros(1, 2, model.num_codebooks + 1, dtype=torch.long)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match=r"setup_caches"):
+        model.generate_frame(tokens, mask, torch.arange(2)[None], temperature=1.0, topk=5)
