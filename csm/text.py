@@ -2,14 +2,15 @@
 
 A conversation segment's text is `<|begin_of_text|>` + tokens of `"[{speaker}]{text}"` +
 `<|end_of_text|>`. We add both markers ourselves instead of trusting the tokenizer's
-post-processor: Llama-3.2's adds only BOS, sesame/csm-1b's copy adds BOS and EOS.
+post-processor, which differs between copies: Llama-3.2's adds only BOS, the reference CSM code
+patches it to add BOS and EOS.
 
 Where the tokenizer comes from:
 
 * the transformers layout of sesame/csm-1b (and `csm.tiny`'s checkpoints) ship `tokenizer.json`
   next to the weights; it is used as is.
 * the original layout ships no tokenizer: its code loads the one of meta-llama/Llama-3.2-1B,
-  a gated repository. We fall back to `unsloth/Llama-3.2-1B`, an ungated copy of the same
+  a gated repository. We fall back to `unsloth/Llama-3.2-1B`, an ungated copy of its
   `tokenizer.json` (same ids: `<|begin_of_text|>` = 128000, `<|end_of_text|>` = 128001).
   Pass `fallback="meta-llama/Llama-3.2-1B"` to use the original (log in first), a local folder,
   or `fallback=None` to never fall back.
@@ -33,30 +34,41 @@ class TokenizerError(RuntimeError):
 
 
 def load_text_tokenizer(
-    name_or_path: str | Path, revision: str | None = None, token: str | None = None, fallback: str | None = DEFAULT_FALLBACK
+    name_or_path: str | Path,
+    revision: str | None = None,
+    token: str | None = None,
+    fallback: str | Path | None = DEFAULT_FALLBACK,
 ) -> Tokenizer:
     """The `tokenizer.json` of a local folder or Hub repo, else of `fallback` (see the module docstring)."""
     candidates = [(str(name_or_path), revision)]
     if fallback and str(fallback) != str(name_or_path):
         candidates.append((str(fallback), None))  # the model's revision means nothing in another repo
-    failures = []
+    failures, cache_only = [], False
     for source, rev in candidates:
         try:
-            return Tokenizer.from_file(str(_tokenizer_file(source, rev, token)))
+            return Tokenizer.from_file(str(_tokenizer_file(source, rev, token, cache_only)))
         except _NotHere as e:
             failures.append(f"- {source}: {e}")
+            # Without a network each Hub try waits through ~25 s of retries: do it once, then use the cache.
+            cache_only = cache_only or e.hub_unreachable
+    no_fallback = "" if fallback else f" (no fallback was tried: pass fallback={DEFAULT_FALLBACK!r})"
     raise TokenizerError(
         "no text tokenizer found. Tried:\n" + "\n".join(failures) + "\n"
-        f"Fix: log in to the Hub (set HF_TOKEN or run `hf auth login`) and stay online once so "
-        f"{fallback or DEFAULT_FALLBACK} can be cached, or pass a local folder that holds {TOKENIZER_FILE}."
+        f"To fix: pass a local folder that holds {TOKENIZER_FILE}{no_fallback}, or reach the Hub once "
+        "(HF_HUB_OFFLINE unset) so the file gets cached; gated or private repositories also need you "
+        "to log in (set HF_TOKEN or run `hf auth login`)."
     )
 
 
 class _NotHere(Exception):
     """One place that has no usable tokenizer.json; the message says why."""
 
+    def __init__(self, why: str, hub_unreachable: bool = False):
+        super().__init__(why)
+        self.hub_unreachable = hub_unreachable
 
-def _tokenizer_file(source: str, revision: str | None, token: str | None) -> Path:
+
+def _tokenizer_file(source: str, revision: str | None, token: str | None, cache_only: bool = False) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / TOKENIZER_FILE).is_file():
@@ -71,16 +83,20 @@ def _tokenizer_file(source: str, revision: str | None, token: str | None) -> Pat
     from huggingface_hub import errors as hub
 
     try:
-        return Path(hf_hub_download(source, TOKENIZER_FILE, revision=revision, token=token))
+        return Path(
+            hf_hub_download(source, TOKENIZER_FILE, revision=revision, token=token, local_files_only=cache_only)
+        )
     except hub.GatedRepoError:  # before RepositoryNotFoundError: it is a subclass
-        raise _NotHere(f"gated: accept its terms at https://huggingface.co/{source}, then log in (HF_TOKEN)") from None
+        why = f"gated: accept its terms at https://huggingface.co/{source}, then log in (HF_TOKEN)"
+        raise _NotHere(why) from None
     except hub.RepositoryNotFoundError:
         raise _NotHere("no such Hub repository (or it is private and you are not logged in)") from None
     except hub.RevisionNotFoundError:
         raise _NotHere(f"revision {revision!r} does not exist") from None
     except hub.LocalEntryNotFoundError:  # before EntryNotFoundError: it is a subclass
-        why = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else "the Hub cannot be reached"
-        raise _NotHere(f"not in the local Hugging Face cache and {why}") from None
+        offline = constants.is_offline_mode()
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub was not reached"
+        raise _NotHere(f"not in the local Hugging Face cache and {why}", hub_unreachable=not offline) from None
     except hub.EntryNotFoundError:
         raise _NotHere(f"the repository has no {TOKENIZER_FILE} (an original-layout checkpoint?)") from None
     except (hub.HFValidationError, hub.HfHubHTTPError, OSError) as e:
@@ -88,7 +104,11 @@ def _tokenizer_file(source: str, revision: str | None, token: str | None) -> Pat
 
 
 class TextTokenizer:
-    """Encodes CSM text segments: `[bos] + "[speaker]text" + [eos]`."""
+    """Encodes CSM text segments: `[bos] + "[speaker]text" + [eos]`.
+
+    Takes over `tokenizer`: it sets `encode_special_tokens`, so marker-like text in user input
+    is encoded as text.
+    """
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer

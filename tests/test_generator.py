@@ -1,0 +1,169 @@
+"""The generator on the offline tiny model: lengths, seeds, streaming, context fitting, bad input, caching."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from csm.generator import FIRST_CHUNK_FRAMES, Segment, load_csm_1b
+from csm.tiny import tiny_checkpoint_dir
+
+SPF = 1920  # samples per 80 ms frame at 24 kHz
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return load_csm_1b(device="cpu", repo_id=str(tiny_checkpoint_dir()))
+
+
+def clip(seconds: float, freq: float = 220.0, rate: int = 24_000) -> torch.Tensor:
+    t = torch.arange(int(seconds * rate)) / rate
+    return 0.3 * torch.sin(2 * math.pi * freq * t)
+
+
+def context(n: int = 2, seconds: float = 1.0) -> list[Segment]:
+    return [Segment(speaker=i % 2, text=f"turn number {i}", audio=clip(seconds, 200 + 50 * i)) for i in range(n)]
+
+
+def test_audio_rate_and_length_match_frames(generator):
+    audio = generator.generate("Hello there.", 0, context(), max_audio_length_ms=1200, seed=1)
+    info = generator.last_generation
+    assert generator.sample_rate == 24_000
+    assert audio.dim() == 1 and audio.dtype == torch.float32
+    assert 0 < info.frames <= 15
+    assert audio.numel() == info.frames * SPF
+    assert info.codes.shape == (generator.num_codebooks, info.frames)
+    assert torch.isfinite(audio).all() and audio.abs().max() > 0
+
+
+def test_same_seed_same_audio_other_seed_other_audio(generator):
+    kwargs = dict(text="Same words.", speaker=1, context=context(1), max_audio_length_ms=800)
+    a = generator.generate(**kwargs, seed=7)
+    b = generator.generate(**kwargs, seed=7)
+    c = generator.generate(**kwargs, seed=8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_seed_is_drawn_and_reported_when_not_given(generator):
+    a = generator.generate("Hi.", 0, [], max_audio_length_ms=400)
+    seed = generator.last_generation.seed
+    assert isinstance(seed, int)
+    assert torch.equal(generator.generate("Hi.", 0, [], max_audio_length_ms=400, seed=seed), a)
+
+
+def test_topk_one_is_deterministic_whatever_the_seed(generator):
+    kwargs = dict(text="Greedy.", speaker=0, context=context(1), max_audio_length_ms=640, topk=1)
+    assert torch.equal(generator.generate(**kwargs, seed=1), generator.generate(**kwargs, seed=2))
+
+
+def test_streamed_chunks_equal_one_shot_decode(generator):
+    chunks = list(generator.generate_stream("Stream me.", 0, context(), max_audio_length_ms=2000, seed=3))
+    info = generator.last_generation
+    assert len(chunks) > 2
+    # First audio leaves after the first few frames, not at the end.
+    assert chunks[0].numel() == min(FIRST_CHUNK_FRAMES, info.frames) * SPF
+    streamed = torch.cat(chunks)
+    one_shot = generator.codec.decode(info.codes)
+    assert streamed.shape == one_shot.shape
+    assert (streamed - one_shot).abs().max() < 1e-4
+
+
+def test_stream_is_lazy_until_iterated(generator):
+    stream = generator.generate_stream("Lazy.", 0, [], max_audio_length_ms=400, seed=1)
+    first = next(stream)
+    assert first.numel() == FIRST_CHUNK_FRAMES * SPF
+    stream.close()  # abandoning a stream releases the generator for the next request
+    assert generator.generate("Next.", 0, [], max_audio_length_ms=240, seed=1).numel() > 0
+
+
+@pytest.fixture(scope="module")
+def small_window(tmp_path_factory):
+    """The tiny model with a 128-frame window, so context overflow is cheap to reach."""
+    folder = tmp_path_factory.mktemp("small-window")
+    shutil.copytree(tiny_checkpoint_dir(), folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 128
+    (folder / "config.json").write_text(json.dumps(config))
+    return load_csm_1b(device="cpu", repo_id=str(folder))
+
+
+def test_context_overflow_drops_oldest_segments_and_reports_them(small_window):
+    segments = context(4, seconds=1.5)  # ~19 audio frames + ~10 text frames each
+    audio = small_window.generate("What now?", 1, segments, max_audio_length_ms=3200, seed=0)
+    info = small_window.last_generation
+    assert info.dropped_context and info.dropped_context == list(range(len(info.dropped_context)))
+    assert len(info.dropped_context) < len(segments)
+    assert info.prompt_frames + 3200 // 80 <= 128
+    assert audio.numel() == info.frames * SPF
+
+
+def test_everything_fits_nothing_dropped(small_window):
+    small_window.generate("Short.", 0, context(1), max_audio_length_ms=800, seed=0)
+    assert small_window.last_generation.dropped_context == []
+
+
+def test_target_text_that_cannot_fit_raises(small_window):
+    with pytest.raises(ValueError, match="exceeds the model's 128-frame window"):
+        small_window.generate("word " * 100, 0, [], max_audio_length_ms=800)
+    with pytest.raises(ValueError, match="shorten the text or the maximum audio length"):
+        small_window.generate("Short.", 0, [], max_audio_length_ms=90_000)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(text=""), "text is empty"),
+        (dict(text="   \n"), "text is empty"),
+        (dict(speaker=-1), "non-negative integer speaker"),
+        (dict(speaker=1.5), "non-negative integer speaker"),
+        (dict(speaker="0"), "non-negative integer speaker"),
+        (dict(speaker=True), "non-negative integer speaker"),
+        (dict(temperature=0), "temperature must be a number above 0"),
+        (dict(temperature=-1.0), "temperature must be a number above 0"),
+        (dict(topk=0), "top-k must be an integer of at least 1"),
+        (dict(topk=2.5), "top-k must be an integer of at least 1"),
+        (dict(max_audio_length_ms=0), "max_audio_length_ms must be at least"),
+        (dict(seed=-3), "seed must be a non-negative integer"),
+        (dict(context=[Segment(0, "nan clip", torch.full((4000,), float("nan")))]), "NaN or infinite"),
+        (dict(context=[Segment(0, "inf clip", torch.full((4000,), float("inf")))]), "NaN or infinite"),
+        (dict(context=[Segment(0, "empty clip", torch.zeros(0))]), "audio is empty"),
+        (dict(context=[Segment(0, "short clip", torch.zeros(1000))]), "shorter than one 80 ms frame"),
+        (dict(context=[Segment(0, "", clip(1.0))]), "context clip 1 has no transcript"),
+        (dict(context=[Segment(0, "  ", clip(1.0))]), "context clip 1 has no transcript"),
+        (dict(context=[Segment(-2, "hi", clip(1.0))]), "context clip 1: speaker must be"),
+        (dict(context=[Segment(0, "stereo", torch.zeros(2, 4000))]), "must be a 1-D float tensor"),
+        (dict(context=["not a segment"]), "must be a csm.generator.Segment"),
+    ],
+)
+def test_bad_input_raises_clear_value_error(generator, kwargs, message):
+    call = dict(text="Hello.", speaker=0, context=[], max_audio_length_ms=400) | kwargs
+    with pytest.raises(ValueError, match=message):
+        generator.generate(**call)
+    with pytest.raises(ValueError, match=message):
+        generator.generate_stream(**call)  # raised at the call, before any iteration
+
+
+def test_stereo_44k_clip_becomes_mono_24k_segment():
+    rate, seconds = 44_100, 1.5
+    t = np.arange(int(rate * seconds)) / rate
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)], axis=1).astype(np.float32)
+    segment = Segment.from_audio(1, "a tone", stereo, rate)
+    assert segment.audio.dim() == 1 and segment.audio.dtype == torch.float32
+    assert abs(segment.audio.numel() - round(seconds * 24_000)) <= 1
+    # The mono mix of the two channels: amplitude 0.75 at 440 Hz.
+    assert abs(segment.audio[1000:-1000].abs().max().item() - 0.75) < 0.02
+
+
+def test_load_csm_1b_is_cached_per_repo_device_and_dtype(generator, tmp_path):
+    repo = str(tiny_checkpoint_dir())
+    assert load_csm_1b(device="cpu", repo_id=repo) is generator
+    assert load_csm_1b(device=torch.device("cpu"), repo_id=repo) is generator
+    other_repo = str(tiny_checkpoint_dir(seed=1))
+    assert load_csm_1b(device="cpu", repo_id=other_repo) is not generator
+    assert load_csm_1b(device="cpu", repo_id=repo, dtype=torch.bfloat16) is not generator
+    if torch.cuda.is_available():
+        assert load_csm_1b(device="cuda", repo_id=repo) is not generator
