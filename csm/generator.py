@@ -21,6 +21,7 @@ from torch import Tensor
 
 from csm import loading
 from csm.codec import MimiCodec, load_codec
+from csm.frame_step import FrameStep
 from csm.models import Model
 from csm.text import TextTokenizer
 
@@ -130,6 +131,7 @@ class Generator:
         self._lock = threading.Lock()
         self._encoded: OrderedDict[tuple, Tensor] = OrderedDict()  # LRU of encoded context segments
         model.setup_caches(1)
+        self.frame_step = FrameStep(model)
 
     # -- frames -----------------------------------------------------------------------------------
 
@@ -239,18 +241,18 @@ class Generator:
     @torch.inference_mode()
     def _frames(self, tokens, mask, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
         """Yield chunks of codes [N, f] until an all-zero frame (not included) or max_frames."""
-        model = self.model
-        model.reset_caches()
-        pos = torch.arange(tokens.shape[1], device=self.device)[None]
+        self.frame_step.prepare(temperature, topk)  # may capture a CUDA graph: before the prefill
+        self.model.reset_caches()
+        prompt_len = tokens.shape[1]
+        frame = self.model.generate_frame(tokens, mask, torch.arange(prompt_len, device=self.device)[None],
+                                          temperature, topk)  # fmt: skip
         pending: list[Tensor] = []
         chunk_size = FIRST_CHUNK_FRAMES
         for step in range(max_frames):
-            frame = model.generate_frame(tokens, mask, pos, temperature, topk)  # [1, N]
+            if step > 0:
+                position = torch.full((1, 1), prompt_len + step - 1, device=self.device)
+                frame = self.frame_step(frame, position, temperature, topk)  # [1, N]
             pending.append(frame)
-            tokens = torch.cat([frame, torch.zeros_like(frame[:, :1])], dim=1)[:, None]
-            mask = torch.ones_like(tokens, dtype=torch.bool)
-            mask[..., -1] = False
-            pos = pos[:, -1:] + 1
             if len(pending) == chunk_size or step == max_frames - 1:
                 chunk = torch.cat(pending).T  # [N, f]
                 pending, chunk_size = [], CHUNK_FRAMES

@@ -360,11 +360,15 @@ class Model(nn.Module):
     ) -> Tensor:
         """Feed frames [B, S, N+1] at input_pos [B, S]; sample the next frame's N codebooks -> [B, N]."""
         last = self.backbone_hidden(tokens, tokens_mask, input_pos)[:, -1]
+        return self.sample_frame(last, temperature, topk)
+
+    def sample_frame(self, last: Tensor, temperature: float, topk: int) -> Tensor:
+        """Codebook 0 from the backbone state [B, D], then codebooks 1..N-1 from the depth decoder."""
         code = sample_topk(self.codebook0_head(last), topk, temperature)
         codes = [code]
         # The decoder restarts at position 0 every frame: [backbone state, codebook 0], then one per step.
         decoder_input = torch.cat([last.unsqueeze(1), self.embed_audio(0, code)], dim=1)
-        positions = torch.arange(2, device=tokens.device).expand(tokens.shape[0], -1)
+        positions = torch.arange(2, device=last.device).expand(last.shape[0], -1)
         for i in range(1, self.num_codebooks):
             hidden = self.decoder(self.projection(decoder_input), positions)[:, -1]
             code = sample_topk(hidden @ self.audio_head[i - 1], topk, temperature)

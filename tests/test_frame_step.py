@@ -1,0 +1,56 @@
+"""The generator's frame loop (static decode step, CUDA graph on CUDA) equals the plain reference loop."""
+
+import pytest
+import torch
+
+from csm.frame_step import FrameStep
+from csm.generator import Segment, load_csm_1b
+from csm.tiny import tiny_checkpoint_dir
+
+
+def plain_frames(model, tokens, mask, num_frames: int, topk: int = 1) -> torch.Tensor:
+    """The reference loop: generate_frame on whole frames, fed back with the text column masked out."""
+    model.reset_caches()
+    pos = torch.arange(tokens.shape[1], device=tokens.device)[None]
+    frames = []
+    for _ in range(num_frames):
+        frame = model.generate_frame(tokens, mask, pos, temperature=1.0, topk=topk)
+        if (frame == 0).all():
+            break
+        frames.append(frame)
+        tokens = torch.cat([frame, torch.zeros_like(frame[:, :1])], dim=1)[:, None]
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+        mask[..., -1] = False
+        pos = pos[:, -1:] + 1
+    return torch.cat(frames).T
+
+
+def prompt(generator, context, text, speaker):
+    parts = [generator._segment_frames(s) for s in context] + [generator._text_frames(speaker, text)]
+    return torch.cat([t for t, _ in parts])[None], torch.cat([m for _, m in parts])[None]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (the CUDA-graph path)"))])  # fmt: skip
+def test_generator_frames_equal_plain_loop(device):
+    generator = load_csm_1b(device=device, repo_id=str(tiny_checkpoint_dir()), dtype=torch.float32)
+    assert generator.frame_step.use_cuda_graph == (device == "cuda")
+    t = torch.arange(36_000) / 24_000
+    context = [Segment(0, "a context turn", 0.3 * torch.sin(2 * torch.pi * 200 * t))]
+    generator.generate("Compare the loops.", 1, context, max_audio_length_ms=2400, topk=1, seed=0)
+    fast = generator.last_generation.codes
+    tokens, mask = prompt(generator, context, "Compare the loops.", 1)
+    plain = plain_frames(generator.model, tokens, mask, 2400 // 80).cpu()
+    assert fast.shape[1] > 8
+    assert torch.equal(fast, plain.clamp(max=generator.codec.codebook_size - 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_step_equals_eager_step_when_sampling():
+    generator = load_csm_1b(device="cuda", repo_id=str(tiny_checkpoint_dir()), dtype=torch.float32)
+    model = generator.model
+    eager, graphed = FrameStep(model, use_cuda_graph=False), FrameStep(model, use_cuda_graph=True)
+    graphed.prepare(0.9, 1)
+    frame = torch.randint(1, 2000, (1, model.num_codebooks), device="cuda")
+    position = torch.tensor([[5]], device="cuda")
+    assert torch.equal(graphed(frame, position, 0.9, 1), eager(frame, position, 0.9, 1))
