@@ -42,7 +42,7 @@ class MimiCodec:
     def __init__(self, model: MimiModel, num_codebooks: int):
         config = model.config
         if not 1 <= num_codebooks <= config.num_quantizers:
-            raise ValueError(f"num_codebooks must be in [1, {config.num_quantizers}] for this Mimi, got {num_codebooks}")
+            raise ValueError(f"num_codebooks must be in [1, {config.num_quantizers}], got {num_codebooks}")
         if config.audio_channels != 1:
             raise ValueError(f"CSM speaks mono audio, but this Mimi has {config.audio_channels} channels")
         self.model = model.eval().requires_grad_(False)
@@ -93,24 +93,25 @@ class MimiCodec:
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
         """Codes [num_codebooks, F] -> 1-D float32 audio of F * samples_per_frame samples."""
-        codes = self.check_codes(codes)
+        codes = self._check_codes(codes)
         return self.model.decode(codes[None], return_dict=True).audio_values[0, 0]
 
     def stream_decoder(self) -> MimiStreamDecoder:
         """A fresh streaming decoder; any number can run at once, each with its own state."""
         return MimiStreamDecoder(self)
 
-    def check_codes(self, codes: Tensor) -> Tensor:
+    def _check_codes(self, codes: Tensor) -> Tensor:
         """Validate codes [num_codebooks, F >= 1] in [0, codebook_size); return them on `device`."""
-        if not isinstance(codes, Tensor) or codes.dim() != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] < 1:
+        shaped = isinstance(codes, Tensor) and codes.dim() == 2 and codes.shape[0] == self.num_codebooks
+        if not shaped or codes.shape[1] < 1:
             shape = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
             raise ValueError(f"codes must be [num_codebooks={self.num_codebooks}, frames >= 1], got {shape}")
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         codes = codes.to(device=self.device, dtype=torch.long)
-        low, high = int(codes.min()), int(codes.max())  # one host sync per call
-        if low < 0 or high >= self.codebook_size:
-            bad = low if low < 0 else high
+        out_of_range = (codes < 0) | (codes >= self.codebook_size)
+        if out_of_range.any():  # the one host sync per call
+            bad = int(codes[out_of_range][0])
             raise ValueError(f"code {bad} is out of range: Mimi codes are in [0, {self.codebook_size})")
         return codes
 
@@ -152,7 +153,7 @@ class MimiStreamDecoder:
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
         """Codes [num_codebooks, f >= 1] -> the next f * samples_per_frame samples, 1-D float32."""
-        codes = self.codec.check_codes(codes)
+        codes = self.codec._check_codes(codes)
         hidden = self.codec.model.quantizer.decode(codes[None])  # [1, hidden, f]
         if self.upsample is not None:
             hidden = self._conv_transpose(self.upsample, hidden)
@@ -184,7 +185,10 @@ class MimiStreamDecoder:
         context = int(layer.padding_total)  # (kernel_size - 1) * dilation; stride is 1 in the decoder
         past = self._conv_inputs.get(layer)
         if past is None:  # the start of the stream: what one-shot decoding pads with
-            past = x[..., :1].expand(-1, -1, context) if layer.pad_mode == "replicate" else x.new_zeros(*x.shape[:2], context)
+            if layer.pad_mode == "replicate":
+                past = x[..., :1].expand(-1, -1, context)
+            else:
+                past = x.new_zeros(*x.shape[:2], context)
         x = torch.cat([past, x], dim=-1)
         self._conv_inputs[layer] = x[..., x.shape[-1] - context :]
         return layer.conv(x)
@@ -216,17 +220,17 @@ def load_codec(
     codec_state_dict: dict[str, Tensor] | None = None,
     codec_config: dict | MimiConfig | None = None,
 ) -> MimiCodec:
-    """Build a MimiCodec on `device` (default CPU) in float32.
+    """Build a MimiCodec on `device` (default CPU), in float32.
 
     With `codec_config` and `codec_state_dict` (a CSM checkpoint's `config.json["codec_config"]`
     and its `codec_model.*` tensors with that prefix stripped), the codec is built from those and
     nothing is downloaded. Otherwise `MimiModel.from_pretrained(name_or_path or "kyutai/mimi")`.
-    `dtype` may be float32 (the default) or float64; half precision is refused: it hurts audio.
+    `dtype` is there to refuse anything but float32 loudly: the codec is small, and bf16 is audible.
     """
     device = torch.device(device if device is not None else "cpu")
-    dtype = dtype or torch.float32
-    if dtype not in (torch.float32, torch.float64):
+    if dtype not in (None, torch.float32):
         raise ValueError(f"the codec runs in float32 (reduced precision is audible), got dtype={dtype}")
+    dtype = torch.float32
     if (codec_state_dict is None) != (codec_config is None):
         raise ValueError("pass codec_config and codec_state_dict together (both come from the CSM checkpoint)")
     if codec_state_dict is not None:
@@ -253,9 +257,13 @@ def _load_state(model: MimiModel, state_dict: dict[str, Tensor]) -> None:
         state[name] = tensor
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{what}: {_short_list(names)}" for what, names in
-                (("missing tensors", missing), ("unexpected tensors", unexpected), ("wrong shapes", wrong_shape)) if names]  # fmt: skip
+    wrong_shape = [
+        f"{name} {tuple(state[name].shape)} != {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    found = {"missing tensors": missing, "unexpected tensors": unexpected, "wrong shapes": wrong_shape}
+    problems = [f"{what}: {_short_list(names)}" for what, names in found.items() if names]
     if problems:
         raise ValueError("the codec weights do not fit the codec config; " + "; ".join(problems))
     model.load_state_dict(state, strict=True)  # copies into the model's device and dtype
@@ -294,7 +302,7 @@ def _check_streamable(upsample: nn.Module | None, seanet: nn.Module) -> None:
         if isinstance(layer, MimiConvTranspose1d):
             conv = layer.conv
             if layer.padding_left != 0 or conv.padding[0] or conv.output_padding[0] or conv.dilation[0] != 1:
-                raise NotImplementedError("streaming needs causal transposed convs trimmed on the right (trim_right_ratio=1)")
+                raise NotImplementedError("streaming needs causal transposed convs trimmed right (trim_right_ratio=1)")
         elif isinstance(layer, MimiConv1d):
             if not layer.causal or layer.conv.stride[0] != 1 or layer.pad_mode not in ("constant", "replicate"):
                 raise NotImplementedError("streaming needs causal stride-1 convs padded with zeros or replicas")
