@@ -239,7 +239,16 @@ def load_codec(
             model = MimiModel(config).to(dtype)
         _load_state(model, codec_state_dict)
     else:
-        model = MimiModel.from_pretrained(name_or_path or DEFAULT_REPO, revision=revision, token=token, dtype=dtype)
+        source = name_or_path or DEFAULT_REPO
+        try:
+            model = MimiModel.from_pretrained(source, revision=revision, token=token, dtype=dtype)
+        except OSError as e:  # transformers reports unreachable, missing and gated repos as OSError
+            from csm.loading import CheckpointError
+
+            raise CheckpointError(
+                f"cannot load the Mimi codec from {source}: {e}\nThis checkpoint does not carry the codec, so it "
+                f"comes from {source}: connect to the Hub once (it is then cached), or pass a local folder."
+            ) from e
         model = model.to(device=device, dtype=dtype)
     return MimiCodec(model, num_codebooks)
 

@@ -167,3 +167,22 @@ def test_load_csm_1b_is_cached_per_repo_device_and_dtype(generator, tmp_path):
     assert load_csm_1b(device="cpu", repo_id=repo, dtype=torch.bfloat16) is not generator
     if torch.cuda.is_available():
         assert load_csm_1b(device="cuda", repo_id=repo) is not generator
+
+
+def test_original_layout_without_codec_or_tokenizer_explains_what_is_missing(tmp_path, monkeypatch):
+    """An original-layout checkpoint carries neither tokenizer nor codec: offline, both errors say what to do."""
+    from csm.loading import CheckpointError
+    from csm.text import TokenizerError
+    from tests.oracle import save_original_layout
+    from transformers import CsmForConditionalGeneration
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    oracle = CsmForConditionalGeneration.from_pretrained(tiny_checkpoint_dir())
+    folder = save_original_layout(oracle, tmp_path / "original")
+    with pytest.raises(TokenizerError, match=r"(?s)unsloth/Llama-3\.2-1B.*local folder"):
+        load_csm_1b(device="cpu", repo_id=str(folder))
+    shutil.copy(tiny_checkpoint_dir() / "tokenizer.json", folder / "tokenizer.json")
+    with pytest.raises(CheckpointError, match=r"(?s)Mimi codec from kyutai/mimi.*local folder"):
+        load_csm_1b(device="cpu", repo_id=str(folder))

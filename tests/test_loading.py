@@ -138,3 +138,14 @@ def test_generate_frame_before_setup_caches_says_what_to_do(hf_folder):
     mask = torch.ones_like(tokens, dtype=torch.bool)
     with pytest.raises(RuntimeError, match=r"setup_caches"):
         model.generate_frame(tokens, mask, torch.arange(2)[None], temperature=1.0, topk=5)
+
+
+def test_sharded_transformers_layout_loads_identically(oracle, tmp_path):
+    single = Model.from_pretrained(str(save_transformers_layout(oracle, tmp_path / "single")), device="cpu")
+    sharded_folder = tmp_path / "sharded"
+    oracle.save_pretrained(sharded_folder, max_shard_size="100KB")
+    assert (sharded_folder / "model.safetensors.index.json").is_file()
+    assert len(list(sharded_folder.glob("model-*.safetensors"))) > 1
+    sharded = Model.from_pretrained(str(sharded_folder), device="cpu")
+    for (k, a), (_, b) in zip(sorted(single.state_dict().items()), sorted(sharded.state_dict().items())):
+        assert torch.equal(a, b), k
