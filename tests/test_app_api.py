@@ -1,0 +1,262 @@
+"""The app's API, called with gradio_client on `python app.py --model tiny` (offline, a separate process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from tests.conftest import ARTIFACTS, AppServer
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = json.loads((ROOT / "examples" / "presets.json").read_text())["presets"]
+RIVER, MAPLE = PRESETS[0], PRESETS[1]
+RATE = 24_000
+FAST = {"max_seconds": 2}  # short turns keep the tests quick on a CPU
+
+
+def read(path) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32")
+    assert rate == RATE, f"{path} is at {rate} Hz"
+    assert audio.ndim == 1 and len(audio) > 0, f"{path} holds no mono audio"
+    return audio
+
+
+def example(preset: dict) -> dict:
+    return handle_file(str(ROOT / "examples" / preset["file"]))
+
+
+def write_clip(name: str, audio: np.ndarray, rate: int = RATE) -> Path:
+    path = ARTIFACTS / "inputs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, rate, subtype="PCM_16")
+    return path
+
+
+# -- /generate ---------------------------------------------------------------------------------
+
+
+def test_generate_returns_24khz_speech_and_the_seed_used(tiny_client):
+    audio_path, info = tiny_client.predict(
+        text="Hello there, how are you?", speaker=1, seed=1234, **FAST, api_name="/generate"
+    )
+    audio = read(audio_path)
+    turn = info["turns"][0]
+    assert info["seed"] == turn["seed"] == 1234
+    assert (turn["text"], turn["speaker"]) == ("Hello there, how are you?", 1)
+    assert info["sample_rate"] == RATE
+    assert abs(info["seconds"] - len(audio) / RATE) < 1e-3
+    assert 0 < turn["frames"] <= 2 * 1000 / 80
+    assert "noise" in info["model"]  # the tiny model says what it is
+
+
+def test_a_random_seed_is_reported_and_reproduces_the_audio(tiny_client):
+    first_path, first = tiny_client.predict(text="Let's meet at seven.", seed=-1, **FAST, api_name="/generate")
+    again_path, again = tiny_client.predict(
+        text="Let's meet at seven.", seed=first["seed"], **FAST, api_name="/generate"
+    )
+    assert again["seed"] == first["seed"]
+    np.testing.assert_array_equal(read(first_path), read(again_path))
+
+
+def test_generate_in_context_of_clips_and_preset_voices(tiny_client):
+    audio_path, info = tiny_client.predict(
+        text="I did! The tomatoes are finally turning red.",
+        speaker=1,
+        context_audio=[example(RIVER), example(MAPLE)],
+        context_text=[RIVER["transcript"], MAPLE["transcript"]],
+        context_speakers=[0, 1],
+        voices={"0": "sol", "1": "atlas"},
+        temperature=0.7,
+        topk=20,
+        seed=5,
+        **FAST,
+        api_name="/generate",
+    )
+    read(audio_path)
+    assert info["turns"][0]["dropped_context"] == []
+    assert info["warnings"] == []
+
+
+# -- /generate_script --------------------------------------------------------------------------
+
+
+def test_a_three_turn_script_gives_three_clips_and_their_stitched_conversation(tiny_client):
+    script = "[0] Hey, did you see the garden?\n\n[1] I did! The tomatoes are red.\n[0] Finally."
+    conversation_path, turn_paths, info = tiny_client.predict(
+        script=script, voices={"0": "river", "1": "maple"}, seed=7, **FAST, api_name="/generate_script"
+    )
+    turns = [read(path) for path in turn_paths]
+    conversation = read(conversation_path)
+    assert len(turns) == 3
+    assert [t["speaker"] for t in info["turns"]] == [0, 1, 0]
+    assert [t["seed"] for t in info["turns"]] == [7, 8, 9]  # turn n uses seed + n - 1
+    assert [t["text"] for t in info["turns"]] == [
+        "Hey, did you see the garden?",
+        "I did! The tomatoes are red.",
+        "Finally.",
+    ]
+    gap = int(info["gap_seconds"] * RATE)  # the documented pause between turns
+    assert info["gap_seconds"] == 0.25
+    assert len(conversation) == sum(len(t) for t in turns) + 2 * gap
+    start = 0
+    for turn in turns:  # the stitched file is the turns, in order, with silence between
+        np.testing.assert_allclose(conversation[start : start + len(turn)], turn, atol=1 / 32768)
+        start += len(turn) + gap
+
+
+def test_each_script_turn_is_conditioned_on_the_voices_and_the_turns_before(tiny_client):
+    """The server's turns equal the generator's own, run here with the same context, seeds and length."""
+    import torch
+
+    from csm.generator import Segment, load_csm_1b
+    from csm.tiny import tiny_checkpoint_dir
+
+    _, turn_paths, info = tiny_client.predict(
+        script="[0] Hello there.\n[1] Hi!", voices={"1": "maple"}, topk=1, seed=3, **FAST, api_name="/generate_script"
+    )
+    generator = load_csm_1b(repo_id=str(tiny_checkpoint_dir()), device="cpu")
+    audio, rate = sf.read(ROOT / "examples" / MAPLE["file"], dtype="float32")
+    context = [Segment.from_audio(1, MAPLE["transcript"], audio, rate)]
+    expected = []
+    for (speaker, text), seed in zip([(0, "Hello there."), (1, "Hi!")], [3, 4]):
+        turn = generator.generate(text, speaker, context, max_audio_length_ms=2000, topk=1, seed=seed)
+        context.append(Segment(speaker, text, turn))
+        expected.append(torch.clamp(turn, -1, 1).numpy())
+    for path, want in zip(turn_paths, expected):
+        np.testing.assert_allclose(read(path), want, atol=2 / 32768)  # the WAVs are 16-bit
+
+
+# -- bad input: a clear message, and the server keeps serving ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_clips():
+    rng = np.random.default_rng(0)
+    corrupt = ARTIFACTS / "inputs" / "corrupt.wav"
+    corrupt.parent.mkdir(parents=True, exist_ok=True)
+    corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(rng.integers(0, 256, 400, dtype=np.uint8)))
+    return {
+        "corrupt": corrupt,
+        "silent": write_clip("silent.wav", np.zeros(2 * RATE, np.float32)),
+        # 170 s: more than the 2048-frame window (164 s) holds next to a 10 s reply. 8 kHz keeps it small.
+        "long": write_clip("long.wav", 0.1 * rng.standard_normal(170 * 8000).astype(np.float32), rate=8000),
+        "short": write_clip("short.wav", 0.1 * rng.standard_normal(RATE // 10).astype(np.float32)),
+    }
+
+
+def context_of(clip, text="Some words.", speaker=0) -> dict:
+    return {"context_audio": [handle_file(str(clip))], "context_text": [text], "context_speakers": [speaker]}
+
+
+BAD_REQUESTS = {
+    "empty text": ("/generate", lambda clips: {"text": "   "}, "The text is empty"),
+    "huge text": ("/generate", lambda clips: {"text": "blah " * 3000}, "characters long; one turn can be at most"),
+    "script line without a speaker tag": (
+        "/generate_script",
+        lambda clips: {"script": "[0] Hello there\nHi, how are you?"},
+        "Script line 2 has no speaker tag",
+    ),
+    "empty script": ("/generate_script", lambda clips: {"script": "\n  \n"}, "The script is empty"),
+    "script tag without text": ("/generate_script", lambda clips: {"script": "[1]   "}, "Script line 1 is empty"),
+    "clip without transcript": (
+        "/generate",
+        lambda clips: {"text": "Hi", **context_of(ROOT / "examples" / RIVER["file"], text="  ")},
+        "has no transcript",
+    ),
+    "corrupt file": (
+        "/generate",
+        lambda clips: {"text": "Hi", **context_of(clips["corrupt"])},
+        "cannot be read as audio",
+    ),
+    "silent clip": ("/generate", lambda clips: {"text": "Hi", **context_of(clips["silent"])}, "is silent"),
+    "too short a clip": (
+        "/generate",
+        lambda clips: {"text": "Hi", **context_of(clips["short"])},
+        "use at least a second",
+    ),
+    "clip longer than the context": (
+        "/generate",
+        lambda clips: {"text": "Hi", "max_seconds": 10, **context_of(clips["long"])},
+        "too long for the model's context",
+    ),
+    "transcripts not matching clips": (
+        "/generate",
+        lambda clips: {"text": "Hi", **context_of(clips["silent"]), "context_text": []},
+        "give one transcript and one speaker for every clip",
+    ),
+    "unknown preset voice": (
+        "/generate",
+        lambda clips: {"text": "Hi", "voices": {"0": "nobody"}},
+        "no preset voice 'nobody'",
+    ),
+    "bad speaker": ("/generate", lambda clips: {"text": "Hi", "speaker": 12}, "speaker must be a number from 0 to 9"),
+    "bad temperature": ("/generate", lambda clips: {"text": "Hi", "temperature": 0}, "Temperature must be above 0"),
+    "too long a turn": (
+        "/generate",
+        lambda clips: {"text": "Hi", "max_seconds": 600},
+        "Max length per turn must be between",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_input_gets_a_clear_message(tiny_client, bad_clips, case):
+    endpoint, request, message = BAD_REQUESTS[case]
+    with pytest.raises(AppError) as caught:
+        tiny_client.predict(**request(bad_clips), api_name=endpoint)
+    assert message in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_the_server_keeps_serving_after_bad_input(tiny_client, bad_clips):
+    for endpoint, request, _ in BAD_REQUESTS.values():
+        with pytest.raises(AppError):
+            tiny_client.predict(**request(bad_clips), api_name=endpoint)
+    audio_path, info = tiny_client.predict(text="Still here.", seed=11, **FAST, api_name="/generate")
+    assert info["seed"] == 11
+    read(audio_path)
+
+
+# -- a model that cannot be loaded ----------------------------------------------------------------
+
+
+def test_without_the_model_the_app_starts_and_says_how_to_fix_it(tmp_path):
+    """sesame/csm-1b offline with an empty Hub cache: no crash; the page and every request say why."""
+    from gradio_client import Client
+
+    env = {"HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": ""}
+    server = AppServer("no-model", "--model", "sesame/csm-1b", env=env).wait_until_serving(timeout=120)
+    try:
+        page_config = server.url + "config"
+        import httpx
+
+        config = httpx.get(page_config, timeout=10).text
+        assert "could not be loaded" in config and "HF_TOKEN" in config  # the banner, with the fix
+        client = Client(server.url, verbose=False, analytics_enabled=False)
+        for _ in range(2):  # and it keeps answering
+            with pytest.raises(AppError) as caught:
+                client.predict(text="Hello", api_name="/generate")
+            assert "could not be loaded" in str(caught.value)
+            assert "HF_HUB_OFFLINE" in str(caught.value)  # csm's own explanation of what went wrong
+    finally:
+        server.stop()
+
+
+def test_the_readme_api_example_runs(tiny_app, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"http://127.0.0.1:7860/"' in example
+    monkeypatch.chdir(ROOT)  # the example names files relative to the repository
+    names: dict = {}
+    exec(compile(example.replace('"http://127.0.0.1:7860/"', repr(tiny_app.url)), "README.md", "exec"), names)
+    read(names["audio_path"])
+    assert len(names["turn_paths"]) == 3 and names["info"]["turns"][2]["text"] == "Finally."
+    read(names["conversation_path"])

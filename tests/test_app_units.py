@@ -1,0 +1,211 @@
+"""The app's parts without a server: presets, parsing, checks, context fitting, GPU time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import app
+from csm.generator import Segment
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = json.loads((ROOT / "examples" / "presets.json").read_text())
+
+
+# -- shipped presets --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", MANIFEST["presets"], ids=[p["id"] for p in MANIFEST["presets"]])
+def test_shipped_preset_clips_are_short_24khz_mono_16bit_wavs(preset):
+    path = ROOT / "examples" / preset["file"]
+    info = sf.info(path)
+    assert (info.format, info.subtype, info.samplerate, info.channels) == ("WAV", "PCM_16", 24_000, 1)
+    assert 2 <= info.duration <= 5
+    assert path.stat().st_size < 300_000
+    assert preset["transcript"].strip() and preset["name"]
+    audio, _ = sf.read(path)
+    assert np.abs(audio).max() > 0.1  # a voice, not silence
+
+
+def test_presets_have_distinct_voices_and_say_they_are_synthetic():
+    voices = {p["espeak"]["voice"] for p in MANIFEST["presets"]}
+    assert len(MANIFEST["presets"]) >= 3 and len(voices) >= 2
+    assert "SYNTHETIC STAND-INS" in MANIFEST["about"]
+    library = app.PresetLibrary()
+    assert [p.id for p in library.all()] == [p["id"] for p in MANIFEST["presets"]]  # nothing fetched yet
+    assert [p["file"] for p in MANIFEST["hub_prompts"]] == [
+        "prompts/conversational_a.wav",
+        "prompts/conversational_b.wav",
+    ]
+
+
+def test_the_hub_prompts_are_not_waited_for_and_offline_leaves_the_shipped_voices(monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    library = app.PresetLibrary()
+    library.fetch_hub_prompts(timeout=1).join(timeout=10)
+    assert all(not p.official for p in library.all()) and len(library.all()) == len(MANIFEST["presets"])
+
+
+# -- parsing and checks ------------------------------------------------------------------------
+
+
+def test_a_script_is_one_turn_per_tagged_line():
+    lines = app.parse_script("[0] Hello there\n\n  [ 1 ]  Hi!  How are   you?\n[0]Fine.\n")
+    assert lines == [app.Line(0, "Hello there"), app.Line(1, "Hi! How are you?"), app.Line(0, "Fine.")]
+
+
+@pytest.mark.parametrize(
+    "script, message",
+    [
+        ("[0] Hello\nno tag here", "Script line 2 has no speaker tag"),
+        ("Speaker 0: Hello", "Script line 1 has no speaker tag"),
+        ("[1]", "Script line 1 is empty"),
+        ("[12] Hello", "Script line 1: the speaker must be a number from 0 to 9"),
+        ("", "The script is empty"),
+        ("[0] hi\n" * 30, "at most 24 are generated at once"),
+        ("[0] " + "word " * 500, "Script line 1 is 2,499 characters long"),
+    ],
+)
+def test_script_mistakes_are_named_with_their_line(script, message):
+    with pytest.raises(app.InputError, match=message.replace("[", r"\[")):
+        app.parse_script(script)
+
+
+def test_settings_take_strings_and_numbers_and_minus_one_means_a_random_seed():
+    settings = app.Settings.parse("0.7", 20.0, 5, -1)
+    assert settings == app.Settings(0.7, 20, 5.0, None)
+    assert app.Settings.parse(0.9, 50, 10, "").seed is None
+    assert app.Settings.parse(0.9, 50, 10, 42).seed == 42
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ((0, 50, 10, -1), "Temperature must be above 0"),
+        ((float("nan"), 50, 10, -1), "Temperature must be a finite number"),
+        ((0.9, 0, 10, -1), "Top-k must be a whole number of at least 1"),
+        ((0.9, 2.5, 10, -1), "Top-k must be a whole number"),
+        ((0.9, 50, 0, -1), "Max length per turn must be between"),
+        ((0.9, 50, "ten", -1), "Max length must be a number"),
+        ((0.9, 50, 10, -7), "Seed must be a whole number"),
+        ((0.9, 50, 10, 1.5), "Seed must be a whole number"),
+    ],
+)
+def test_bad_settings_are_explained(arguments, message):
+    with pytest.raises(app.InputError, match=message):
+        app.Settings.parse(*arguments)
+
+
+def write(tmp_path, name, audio, rate=24_000) -> str:
+    path = tmp_path / name
+    sf.write(path, audio, rate)
+    return str(path)
+
+
+def test_a_clip_of_any_rate_and_channels_becomes_24khz_mono(tmp_path):
+    stereo = 0.2 * np.random.default_rng(0).standard_normal((44_100 * 2, 2)).astype(np.float32)
+    segment = app.load_clip(write(tmp_path, "stereo.wav", stereo, 44_100), "  some   words ", 1, "context turn 1")
+    assert (segment.speaker, segment.text) == (1, "some words")
+    assert segment.audio.dim() == 1 and abs(len(segment.audio) - 48_000) <= 1
+
+
+@pytest.mark.parametrize(
+    "make, transcript, message",
+    [
+        (lambda d: write(d, "silent.wav", np.zeros(48_000, np.float32)), "words", "is silent"),
+        (lambda d: write(d, "quiet.wav", np.full(48_000, 1e-5, np.float32)), "words", "is silent"),
+        (lambda d: write(d, "short.wav", 0.1 * np.ones(2_400, np.float32)), "words", "only 0.10 s long"),
+        (lambda d: write(d, "ok.wav", 0.1 * np.ones(48_000, np.float32)), "  ", "has no transcript"),
+        (lambda d: None, "words", "has no audio"),
+        (lambda d: str(d / "gone.wav"), "words", "is no longer on the server"),
+        (
+            lambda d: (d / "bad.wav").write_bytes(b"not audio at all") and str(d / "bad.wav"),
+            "words",
+            "cannot be read as audio",
+        ),
+        (lambda d: (d / "empty.wav").write_bytes(b"") or str(d / "empty.wav"), "words", "cannot be read as audio"),
+    ],
+    ids=["silent", "near-silent", "too short", "no transcript", "no file", "expired upload", "corrupt", "empty file"],
+)
+def test_bad_clips_are_explained(tmp_path, make, transcript, message):
+    with pytest.raises(app.InputError, match=message):
+        app.load_clip(make(tmp_path), transcript, 0, "context turn 1")
+
+
+# -- output and GPU time --------------------------------------------------------------------------
+
+
+def test_a_conversation_is_its_turns_with_a_pause_between():
+    turns = [np.ones(100, np.float32), 2 * np.ones(50, np.float32), 3 * np.ones(10, np.float32)]
+    stitched = app.stitch(turns)
+    gap = int(app.TURN_GAP_S * app.SAMPLE_RATE)
+    assert len(stitched) == 160 + 2 * gap
+    assert (stitched[100 : 100 + gap] == 0).all() and (stitched[100 + gap : 150 + gap] == 2).all()
+
+
+def test_gpu_time_follows_the_requested_length_within_bounds():
+    def job(lines, max_seconds):
+        return app.Job({}, [app.Line(0, "hi")] * lines, [], app.Settings(max_seconds=max_seconds), seed=0)
+
+    assert app.gpu_seconds(job(1, 5)) < app.gpu_seconds(job(1, 20)) < app.gpu_seconds(job(3, 20))
+    assert app.gpu_seconds(job(24, 60)) == app.GPU_MAX_S
+
+
+def test_command_line_defaults_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CSM_STUDIO_MODEL", "tiny")
+    monkeypatch.setenv("CSM_STUDIO_QUEUE_SIZE", "3")
+    args = app.parse_args([])
+    assert (args.model, args.queue_size) == ("tiny", 3)
+    assert app.parse_args(["--model", "./some/folder"]).model == "./some/folder"
+
+
+# -- the context window (the tiny model has the real 2048-frame window) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_generator():
+    from csm.generator import load_csm_1b
+    from csm.tiny import tiny_checkpoint_dir
+
+    return load_csm_1b(repo_id=str(tiny_checkpoint_dir()), device="cpu")
+
+
+def clip(seconds: float, label: str, is_prompt=False, speaker=0) -> app.ContextClip:
+    audio = 0.1 * torch.ones(int(seconds * app.SAMPLE_RATE))
+    return app.ContextClip(Segment(speaker, "Some words.", audio), label, is_prompt)
+
+
+@pytest.mark.slow
+def test_a_full_window_drops_the_oldest_turns_and_keeps_the_voices(tiny_generator):
+    history = [clip(5, "voice 0", True), clip(5, "voice 1", True, speaker=1)]
+    history += [clip(20, f"turn {i}") for i in range(1, 8)]  # 10 + 140 s: more than fits with a 10 s reply
+    kept, dropped = app.fit_context(tiny_generator, history, app.Line(1, "Hello."), max_frames=125)
+    assert dropped == ["turn 1"]
+    assert [c.label for c in kept] == ["voice 0", "voice 1"] + [f"turn {i}" for i in range(2, 8)]
+    budget = app.context_budget(tiny_generator, app.Line(1, "Hello."), 125)
+    assert sum(app.clip_frames(tiny_generator, c.segment) for c in kept) <= budget
+    # the generator, given what was kept, drops nothing more: the estimate is exact enough
+    text_frames = len(tiny_generator.tokenizer.encode_segment(1, "Hello."))
+    assert (
+        tiny_generator.fit_context(text_frames, [app.clip_frames(tiny_generator, c.segment) for c in kept], 125) == []
+    )
+
+
+@pytest.mark.slow
+def test_a_clip_too_long_for_the_window_is_refused_before_generating(tiny_generator):
+    studio = app.Studio(app.TINY_MODEL)
+    studio.generator = tiny_generator
+    with pytest.raises(app.InputError, match="too long for the model's context"):
+        studio.build_job([app.Line(0, "Hi")], [clip(170, "context turn 1")], app.Settings(max_seconds=10))
+    job = studio.build_job([app.Line(0, "Hi")], [clip(140, "context turn 1")], app.Settings(max_seconds=10, seed=3))
+    assert job.seed == 3
