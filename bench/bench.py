@@ -1,0 +1,674 @@
+"""Speed and memory of our CSM next to transformers' CsmForConditionalGeneration: same weights, same run.
+
+    python -m bench.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--frames N]
+                          [--repeats R] [--small] [--json out.json] [--checkpoint-dir DIR]
+
+Nothing is downloaded. A random `CsmForConditionalGeneration` with CSM-1B's shapes (or, with
+--small, tiny ones for CI) is saved with `save_pretrained`, and both sides load those files: ours
+through `csm.loading`, transformers through `from_pretrained`. So both run the same weights.
+
+Each model lives in its own worker process, so their peak memories are measured apart (CPU: peak
+RSS, reset after loading; CUDA: `max_memory_allocated`, reset after loading). The parent asks the
+two workers in turn and swaps who goes first every repeat, so a noisy machine hits both alike; the
+figures are medians over the repeats.
+
+Batch 1, one prompt for both: two 10-second context clips with their transcripts, then the target
+text (312 frames). Measured:
+- decode speed: frames/s after the first frame (the prefill is timed apart), real-time factor;
+- time to first audio: prefill + the first 2 frames + Mimi decoding of those 2 frames;
+- memory: the peak, the weights' and the KV cache's bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FRAME_SECONDS = 0.08  # Mimi: 12.5 frames per second
+FIRST_AUDIO_FRAMES = 2  # the generator's first chunk
+TEMPERATURE, TOPK = 0.9, 50
+MARKER = "bench_checkpoint.json"  # says which shapes and seed a checkpoint folder holds
+
+# The prompt: two context clips (transcript, 10 s of audio, the all-zero end-of-clip frame), then the target text.
+CONTEXT_CLIPS, CLIP_TEXT_TOKENS, CLIP_AUDIO_FRAMES, TARGET_TEXT_TOKENS = 2, 20, 125, 20
+CODEBOOK_SIZE = 2048  # Mimi's codes; the model's audio vocab has 3 more
+
+LLAMA3_ROPE = dict(
+    rope_type="llama3", rope_theta=500_000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+    original_max_position_embeddings=8192,
+)  # fmt: skip
+
+# sesame/csm-1b: a Llama-3.2-1B backbone and a 4-layer 1024-wide depth decoder over 32 codebooks.
+REAL_SHAPES = dict(
+    num_codebooks=32, vocab_size=2051, text_vocab_size=128_256,
+    hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+    decoder=dict(hidden_size=1024, intermediate_size=8192, num_hidden_layers=4, num_attention_heads=8,
+                 num_key_value_heads=2),
+)  # fmt: skip
+# For CI: the same loop (32 codebooks, same prompt length), tiny matrices.
+SMALL_SHAPES = dict(
+    num_codebooks=32, vocab_size=2051, text_vocab_size=1024,
+    hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    decoder=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2),
+)  # fmt: skip
+
+
+def shapes_for(small: bool) -> dict:
+    return SMALL_SHAPES if small else REAL_SHAPES
+
+
+# ---------------------------------------------------------------------------------------------
+# The random checkpoint
+
+
+def csm_config(small: bool):
+    from transformers import CsmConfig
+
+    s = shapes_for(small)
+    d = s["decoder"]
+    if small:
+        from csm.tiny import build_tiny_mimi_config
+
+        codec = build_tiny_mimi_config(s["num_codebooks"])
+    else:
+        codec = {}  # the default MimiConfig: Mimi's real shapes (~80M parameters)
+    special = s["text_vocab_size"] - 256  # Llama-3 keeps its special tokens at the end: 128000 is <bos>
+    return CsmConfig(
+        num_codebooks=s["num_codebooks"], vocab_size=s["vocab_size"], text_vocab_size=s["text_vocab_size"],
+        hidden_size=s["hidden_size"], intermediate_size=s["intermediate_size"],
+        num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
+        num_key_value_heads=s["num_key_value_heads"], head_dim=s["hidden_size"] // s["num_attention_heads"],
+        max_position_embeddings=2048, rope_parameters=dict(LLAMA3_ROPE),
+        bos_token_id=special, pad_token_id=special + 2, audio_token_id=special + 2, audio_eos_token_id=special + 3,
+        codebook_pad_token_id=s["vocab_size"] - 1, codebook_eos_token_id=0, tie_codebooks_embeddings=True,
+        depth_decoder_config=dict(
+            num_codebooks=s["num_codebooks"], backbone_hidden_size=s["hidden_size"], vocab_size=s["vocab_size"],
+            hidden_size=d["hidden_size"], intermediate_size=d["intermediate_size"],
+            num_hidden_layers=d["num_hidden_layers"], num_attention_heads=d["num_attention_heads"],
+            num_key_value_heads=d["num_key_value_heads"], head_dim=d["hidden_size"] // d["num_attention_heads"],
+            max_position_embeddings=s["num_codebooks"], rope_parameters=dict(LLAMA3_ROPE),
+        ),
+        codec_config=codec,
+    )  # fmt: skip
+
+
+def build_checkpoint(folder: Path, small: bool, seed: int) -> None:
+    """Save a random CsmForConditionalGeneration (transformers' own init) into `folder`."""
+    from transformers import CsmForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = CsmForConditionalGeneration(csm_config(small)).eval()
+    model.save_pretrained(folder)
+    (folder / MARKER).write_text(json.dumps({"small": small, "seed": seed}))
+
+
+def ensure_checkpoint(folder: Path, small: bool, seed: int) -> None:
+    """Reuse `folder` if it holds these shapes and seed; otherwise build it in a child process.
+
+    A child, so that the ~6 GB the build allocates is surely given back before the workers start.
+    """
+    marker = folder / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == {"small": small, "seed": seed}:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "bench.bench", "--build-checkpoint", str(folder), "--seed", str(seed)]
+    subprocess.run(command + (["--small"] if small else []), cwd=REPO, check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The prompt
+
+
+def prompt_parts(num_codebooks: int, text_vocab_size: int, seed: int) -> list[tuple[str, torch.Tensor]]:
+    """("text", ids [T]) and ("audio", codes [F, N]) parts, in prompt order."""
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for _ in range(CONTEXT_CLIPS):
+        parts.append(("text", torch.randint(0, text_vocab_size - 256, (CLIP_TEXT_TOKENS,), generator=g)))
+        codes = torch.randint(0, CODEBOOK_SIZE, (CLIP_AUDIO_FRAMES, num_codebooks), generator=g)
+        parts.append(("audio", torch.cat([codes, torch.zeros_like(codes[:1])])))  # + the end-of-clip frame
+    parts.append(("text", torch.randint(0, text_vocab_size - 256, (TARGET_TEXT_TOKENS,), generator=g)))
+    return parts
+
+
+def our_frames(parts, num_codebooks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our frame layout: [1, S, N + 1] tokens and the mask of the present columns."""
+    tokens, masks = [], []
+    for kind, value in parts:
+        frames = torch.zeros(len(value), num_codebooks + 1, dtype=torch.long)
+        mask = torch.zeros_like(frames, dtype=torch.bool)
+        if kind == "text":
+            frames[:, -1], mask[:, -1] = value, True
+        else:
+            frames[:, :-1], mask[:, :-1] = value, True
+        tokens.append(frames)
+        masks.append(mask)
+    return torch.cat(tokens)[None], torch.cat(masks)[None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+def synced_clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def proc_status_bytes(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a fresh peak. On CPU, writing 5 to clear_refs resets the peak RSS (Linux >= 4.0)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False  # then the peak includes the loading
+
+
+def memory_figures(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return dict(
+            peak_bytes=torch.cuda.max_memory_allocated(device),
+            peak_reserved_bytes=torch.cuda.max_memory_reserved(device),
+            allocated_bytes=torch.cuda.memory_allocated(device),
+        )
+    return dict(
+        peak_bytes=proc_status_bytes("VmHWM"),
+        rss_bytes=proc_status_bytes("VmRSS"),
+        # RSS counts pages of memory-mapped weight files once read (clean page cache, reclaimable).
+        rss_anon_bytes=proc_status_bytes("RssAnon"),
+        rss_file_bytes=proc_status_bytes("RssFile"),
+        process_peak_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # loading included
+    )
+
+
+def tensor_bytes(tensors) -> int:
+    seen = {}
+    for t in tensors:
+        seen[t.data_ptr()] = t.numel() * t.element_size()  # tied weights count once
+    return sum(seen.values())
+
+
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, positions: int, dtype: torch.dtype) -> int:
+    return 2 * layers * kv_heads * head_dim * positions * dtype.itemsize
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return f"{model.group(1).strip() if model else 'unknown CPU'} ({os.cpu_count()} cores)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The two sides. Each generates `count` frames after the prompt and says when what was ready.
+
+
+class OursRunner:
+    """Our Model, its production decode step (csm.frame_step: a CUDA graph on CUDA) and streaming Mimi."""
+
+    def __init__(self, folder: str, device: torch.device, dtype: torch.dtype, prompt_seed: int):
+        from csm import loading
+        from csm.codec import load_codec
+        from csm.frame_step import FrameStep
+
+        checkpoint = loading.resolve_checkpoint(folder)
+        self.model = loading.load_model(checkpoint, device=device, dtype=dtype)
+        self.model.setup_caches(1)
+        self.step = FrameStep(self.model)
+        codec_config, codec_state = loading.codec_weights(checkpoint)
+        self.codec = load_codec(None, self.model.num_codebooks, device=device, codec_config=codec_config,
+                                codec_state_dict=codec_state)  # fmt: skip
+        self.device = device
+        n = self.model.num_codebooks
+        parts = prompt_parts(n, self.model.config.text_vocab_size, prompt_seed)
+        tokens, mask = our_frames(parts, n)
+        self.tokens, self.mask = tokens.to(device), mask.to(device)
+        self.prompt_len = tokens.shape[1]
+
+    def sizes(self, frames: int) -> dict:
+        caches = [layer.attn.kv_cache for stack in (self.model.backbone, self.model.decoder) for layer in stack.layers]
+        return dict(
+            weights_bytes=tensor_bytes(self.model.parameters()),
+            codec_weights_bytes=tensor_bytes(self.codec.model.parameters()),
+            # Static: all max_seq_len slots are allocated up front, whatever the length.
+            kv_cache_bytes=sum(c.k.nbytes + c.v.nbytes for c in caches),
+        )
+
+    @torch.inference_mode()
+    def generate(self, count: int, seed: int) -> tuple[torch.Tensor, float, list[float]]:
+        """Prefill + `count` frames: (codes [count, N], start time, the time each frame was ready)."""
+        model = self.model
+        torch.manual_seed(seed)
+        self.step.prepare(TEMPERATURE, TOPK)  # captures the CUDA graph the first time (in the warm-up)
+        start = synced_clock(self.device)
+        model.reset_caches()
+        positions = torch.arange(self.prompt_len, device=self.device)[None]
+        frame = model.generate_frame(self.tokens, self.mask, positions, TEMPERATURE, TOPK)
+        frames, times = [frame], [synced_clock(self.device)]
+        for i in range(1, count):
+            position = torch.full((1, 1), self.prompt_len + i - 1, device=self.device)
+            frame = self.step(frame, position, TEMPERATURE, TOPK)
+            frames.append(frame)
+            # The generator itself waits on the device once per chunk; one sync per frame costs
+            # microseconds against a frame's milliseconds, and transformers syncs every frame too.
+            times.append(synced_clock(self.device))
+        return torch.cat(frames), start, times
+
+    def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
+        """The first chunk of a stream, as the generator decodes it."""
+        codes = codes.T.clamp(max=self.codec.codebook_size - 1)  # random weights may sample the 3 extra ids
+        return self.codec.stream_decoder().decode(codes).cpu()
+
+
+class FrameClock:
+    """A transformers streamer that notes when each generated frame arrives (put() gets it on the host)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if value.numel():  # the first put is the (empty, as we pass embeddings) prompt
+            self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+class TransformersRunner:
+    """transformers' CsmForConditionalGeneration.generate, fed the same prompt as embeddings."""
+
+    def __init__(self, folder: str, device: torch.device, dtype: torch.dtype, prompt_seed: int):
+        from transformers import CsmForConditionalGeneration
+
+        self.model = CsmForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
+        self.device = device
+        config = self.model.config
+        parts = prompt_parts(config.num_codebooks, config.text_vocab_size, prompt_seed)
+        self.parts = [(kind, value.to(device)) for kind, value in parts]
+        self.prompt_len = sum(len(v) for _, v in self.parts)
+        self.sampling = dict(
+            do_sample=True, top_k=TOPK, temperature=TEMPERATURE,
+            depth_decoder_do_sample=True, depth_decoder_top_k=TOPK, depth_decoder_temperature=TEMPERATURE,
+        )  # fmt: skip
+
+    def sizes(self, frames: int) -> dict:
+        named = list(self.model.named_parameters(remove_duplicate=False))
+        config, decoder = self.model.config, self.model.config.depth_decoder_config
+        dtype = self.model.dtype
+        return dict(
+            weights_bytes=tensor_bytes(p for n, p in named if not n.startswith("codec_model.")),
+            codec_weights_bytes=tensor_bytes(p for n, p in named if n.startswith("codec_model.")),
+            # Dynamic: grows with the sequence; this is its size at the end of a decode run.
+            kv_cache_bytes=kv_cache_bytes(config.num_hidden_layers, config.num_key_value_heads, config.head_dim,
+                                          self.prompt_len + frames, dtype)
+            + kv_cache_bytes(decoder.num_hidden_layers, decoder.num_key_value_heads, decoder.head_dim,
+                             config.num_codebooks, dtype),
+        )  # fmt: skip
+
+    def embeddings(self) -> torch.Tensor:
+        """The prompt embedded as transformers' CSM embeds it: text table, or the sum over codebooks."""
+        model = self.model
+        embeds = [
+            model.embed_text_tokens(v) if kind == "text" else model.backbone_model.embed_tokens(v[None])[0]
+            for kind, v in self.parts
+        ]
+        return torch.cat(embeds)[None]
+
+    @torch.no_grad()
+    def generate(self, count: int, seed: int) -> tuple[torch.Tensor, float, list[float]]:
+        torch.manual_seed(seed)
+        clock = FrameClock()
+        start = synced_clock(self.device)
+        embeds = self.embeddings()
+        codes = self.model.generate(inputs_embeds=embeds, max_new_tokens=count, streamer=clock, **self.sampling)[0]
+        if len(clock.times) != codes.shape[0]:
+            raise RuntimeError(f"the streamer saw {len(clock.times)} frames, generate returned {codes.shape[0]}")
+        return codes, start, clock.times
+
+    @torch.no_grad()
+    def decode_audio(self, codes: torch.Tensor) -> torch.Tensor:
+        codes = codes.T[None].clamp(max=self.model.codec_model.config.codebook_size - 1)
+        return self.model.codec_model.decode(codes).audio_values[0, 0].cpu()
+
+
+RUNNERS = {"ours": OursRunner, "transformers": TransformersRunner}
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker process: one runner, answering requests (one JSON line each) from the parent.
+
+
+class Worker:
+    def __init__(self, runner, device: torch.device):
+        self.runner, self.device = runner, device
+        self.frames_decoded = 0
+
+    def decode(self, frames: int, seed: int) -> dict:
+        load = os.getloadavg()[0]  # other work on the machine shows here: keep it with the figures
+        codes, start, times = self.runner.generate(frames, seed)
+        self.frames_decoded = max(self.frames_decoded, codes.shape[0])
+        return dict(
+            frames=codes.shape[0], prefill_seconds=times[0] - start, decode_seconds=times[-1] - times[0],
+            frame_seconds=[b - a for a, b in pairwise(times)], load_average=load,
+        )  # fmt: skip
+
+    def first_audio(self, seed: int) -> dict:
+        load = os.getloadavg()[0]
+        codes, start, times = self.runner.generate(FIRST_AUDIO_FRAMES, seed)
+        first, last = times[0], times[-1]
+        audio = self.runner.decode_audio(codes)
+        done = time.perf_counter()  # decode_audio returns the samples on the host: nothing is pending
+        return dict(
+            frames=codes.shape[0], seconds=done - start, prefill_and_first_frame_seconds=first - start,
+            second_frame_seconds=last - first, codec_seconds=done - last, audio_samples=audio.numel(),
+            load_average=load,
+        )  # fmt: skip
+
+    def memory(self) -> dict:
+        return {**memory_figures(self.device), **self.runner.sizes(self.frames_decoded)}
+
+
+WORKER_OPS = ("decode", "first_audio", "memory")
+
+
+def serve(name: str, folder: str, device: str, dtype: str, prompt_seed: int) -> None:
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything else printed (warnings, progress) goes to the log, not into the replies
+    device = torch.device(device)
+    baseline = memory_figures(device)
+    started = time.perf_counter()
+    runner = RUNNERS[name](folder, device, getattr(torch, dtype), prompt_seed)
+    load_seconds = time.perf_counter() - started
+    memory_after_load = memory_figures(device)
+    peak_reset = reset_peak_memory(device)
+    worker = Worker(runner, device)
+    replies.write(json.dumps(dict(
+        device=device_name(device), threads=torch.get_num_threads(), load_seconds=load_seconds,
+        prompt_frames=runner.prompt_len, baseline=baseline, after_load=memory_after_load,
+        peak_excludes_loading=peak_reset,
+    )) + "\n")  # fmt: skip
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] not in WORKER_OPS:
+            break  # "quit"
+        try:
+            reply = getattr(worker, request["op"])(**request.get("args", {}))
+        except Exception:
+            reply = {"error": traceback.format_exc()}
+        replies.write(json.dumps(reply) + "\n")
+
+
+class WorkerProcess:
+    """The parent's handle on one worker."""
+
+    def __init__(self, name: str, folder: Path, device: str, dtype: str, prompt_seed: int, log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"worker-{name}.log"
+        command = [sys.executable, "-m", "bench.bench", "--worker", name, "--checkpoint-dir", str(folder),
+                   "--device", device, "--dtype", dtype, "--seed", str(prompt_seed)]  # fmt: skip
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=log, text=True)  # fmt: skip
+
+    def read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            raise RuntimeError(f"the {self.name} worker died (exit {self.process.returncode}):\n{self.log_tail()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the {self.name} worker failed:\n{reply['error']}")
+        return reply
+
+    def call(self, op: str, **args) -> dict:
+        self.process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write('{"op": "quit"}\n')
+                self.process.stdin.close()
+                self.process.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: schedule, summarise, report
+
+
+def measure(folder: Path, args, log_dir: Path) -> tuple[dict, str]:
+    """Both workers' summaries, and the device's name (as a worker sees it)."""
+    names = list(RUNNERS)
+    workers = {name: WorkerProcess(name, folder, args.device, args.dtype, args.seed, log_dir) for name in names}
+    try:
+        ready = {name: w.read() for name, w in workers.items()}  # both load at the same time
+        print("loaded: " + ", ".join(f"{n} {r['load_seconds']:.1f} s" for n, r in ready.items()), file=sys.stderr)
+        for w in workers.values():  # warm-up: first-call allocations, kernel selection, CUDA graph capture
+            w.call("decode", frames=min(3, args.frames), seed=args.seed)
+            w.call("first_audio", seed=args.seed)
+        runs = {name: dict(decode=[], first_audio=[]) for name in names}
+        for repeat in range(args.repeats):
+            order = names if repeat % 2 == 0 else names[::-1]  # who goes first alternates
+            for op, kwargs in (("decode", dict(frames=args.frames)), ("first_audio", {})):
+                for name in order:
+                    result = workers[name].call(op, seed=args.seed + repeat, **kwargs)
+                    runs[name][op].append(result)
+                    print(f"repeat {repeat + 1}/{args.repeats} {name} {op}: {brief(result)}", file=sys.stderr)
+        memory = {name: w.call("memory") for name, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
+    return {name: summarize(runs[name], ready[name], memory[name]) for name in names}, ready["ours"]["device"]
+
+
+def brief(result: dict) -> str:
+    if "decode_seconds" in result:
+        return f"{result['frames']} frames, {(result['frames'] - 1) / result['decode_seconds']:.2f} frames/s"
+    return f"{result['seconds']:.2f} s to first audio"
+
+
+def summarize(runs: dict, ready: dict, memory: dict) -> dict:
+    decode, first_audio = runs["decode"], runs["first_audio"]
+    fps = statistics.median((r["frames"] - 1) / r["decode_seconds"] for r in decode)
+
+    def median(key: str, rs: list[dict]) -> float:
+        return statistics.median(r[key] for r in rs)
+
+    footprint = memory["weights_bytes"] + memory["codec_weights_bytes"] + memory["kv_cache_bytes"]
+    # Other work on a shared machine only ever adds time: the median frame is steadier than a run's
+    # mean, and the fastest frame (and fastest first audio) is the closest to the code's own speed.
+    frame_times = [t for r in decode for t in r["frame_seconds"]]
+    median_frame = statistics.median(frame_times)
+    return dict(
+        frames_per_second=fps,
+        real_time_factor=1 / (fps * FRAME_SECONDS),  # decode wall time / audio duration
+        median_frame_seconds=median_frame,
+        frames_per_second_from_median_frame=1 / median_frame,
+        fastest_frame_seconds=min(frame_times),
+        frames_per_second_from_fastest_frame=1 / min(frame_times),
+        real_time_factor_with_prefill=statistics.median(
+            (r["prefill_seconds"] + r["decode_seconds"]) / (r["frames"] * FRAME_SECONDS) for r in decode
+        ),
+        frames_generated=[r["frames"] for r in decode],
+        prefill_seconds=median("prefill_seconds", decode),
+        time_to_first_audio_seconds=median("seconds", first_audio),
+        time_to_first_audio_best_seconds=min(r["seconds"] for r in first_audio),
+        time_to_first_audio_parts=dict(
+            prefill_and_first_frame_seconds=median("prefill_and_first_frame_seconds", first_audio),
+            second_frame_seconds=median("second_frame_seconds", first_audio),
+            codec_seconds=median("codec_seconds", first_audio),
+        ),
+        first_audio_frames=[r["frames"] for r in first_audio],
+        peak_memory_bytes=memory["peak_bytes"],
+        weights_bytes=memory["weights_bytes"],
+        codec_weights_bytes=memory["codec_weights_bytes"],
+        kv_cache_bytes=memory["kv_cache_bytes"],
+        peak_over_weights_codec_kv=memory["peak_bytes"] / footprint,
+        memory=memory,
+        load_seconds=ready["load_seconds"],
+        threads=ready["threads"],
+        memory_before_loading=ready["baseline"],
+        memory_after_loading=ready["after_load"],
+        peak_excludes_loading=ready["peak_excludes_loading"],
+        runs=runs,
+    )
+
+
+def report(args, results: dict, device: str) -> dict:
+    import transformers
+
+    ours, theirs = results["ours"], results["transformers"]
+    settings = dict(
+        dtype=args.dtype, frames=args.frames, repeats=args.repeats, small=args.small, seed=args.seed,
+        temperature=TEMPERATURE, topk=TOPK, batch_size=1, prompt_frames=prompt_length(),
+        first_audio_frames=FIRST_AUDIO_FRAMES, frame_seconds=FRAME_SECONDS,
+    )  # fmt: skip
+    return dict(
+        device=device,
+        device_type=args.device,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        torch_version=torch.__version__,
+        transformers_version=transformers.__version__,
+        python_version=sys.version.split()[0],
+        command="python -m bench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        settings=settings,
+        shapes=shapes_for(args.small),
+        ours=ours,
+        transformers=theirs,
+        ratios=dict(  # ours / transformers: above 1 is better for fps, below 1 for the others
+            frames_per_second=ours["frames_per_second"] / theirs["frames_per_second"],
+            frames_per_second_from_median_frame=ours["frames_per_second_from_median_frame"]
+            / theirs["frames_per_second_from_median_frame"],
+            frames_per_second_from_fastest_frame=ours["frames_per_second_from_fastest_frame"]
+            / theirs["frames_per_second_from_fastest_frame"],
+            time_to_first_audio=ours["time_to_first_audio_seconds"] / theirs["time_to_first_audio_seconds"],
+            time_to_first_audio_best=ours["time_to_first_audio_best_seconds"]
+            / theirs["time_to_first_audio_best_seconds"],
+            peak_memory=ours["peak_memory_bytes"] / theirs["peak_memory_bytes"],
+        ),
+    )
+
+
+def prompt_length() -> int:
+    return CONTEXT_CLIPS * (CLIP_TEXT_TOKENS + CLIP_AUDIO_FRAMES + 1) + TARGET_TEXT_TOKENS
+
+
+def print_table(data: dict) -> None:
+    ours, theirs, r = data["ours"], data["transformers"], data["ratios"]
+
+    def gb(nbytes: int) -> str:
+        return f"{nbytes / 1e9:.3f}"
+
+    rows = [
+        ("decode frames/s", f"{ours['frames_per_second']:.3f}", f"{theirs['frames_per_second']:.3f}",
+         f"{r['frames_per_second']:.2f}x"),
+        ("decode frames/s from the median frame", f"{ours['frames_per_second_from_median_frame']:.3f}",
+         f"{theirs['frames_per_second_from_median_frame']:.3f}", f"{r['frames_per_second_from_median_frame']:.2f}x"),
+        ("decode frames/s from the fastest frame", f"{ours['frames_per_second_from_fastest_frame']:.3f}",
+         f"{theirs['frames_per_second_from_fastest_frame']:.3f}", f"{r['frames_per_second_from_fastest_frame']:.2f}x"),
+        ("real-time factor (decode)", f"{ours['real_time_factor']:.2f}", f"{theirs['real_time_factor']:.2f}", ""),
+        ("real-time factor (with prefill)", f"{ours['real_time_factor_with_prefill']:.2f}",
+         f"{theirs['real_time_factor_with_prefill']:.2f}", ""),
+        (f"prefill + 1st frame ({data['settings']['prompt_frames']} frames) s", f"{ours['prefill_seconds']:.3f}",
+         f"{theirs['prefill_seconds']:.3f}", ""),
+        ("time to first audio s", f"{ours['time_to_first_audio_seconds']:.3f}",
+         f"{theirs['time_to_first_audio_seconds']:.3f}", f"{r['time_to_first_audio']:.2f}x"),
+        ("time to first audio, best run s", f"{ours['time_to_first_audio_best_seconds']:.3f}",
+         f"{theirs['time_to_first_audio_best_seconds']:.3f}", f"{r['time_to_first_audio_best']:.2f}x"),
+        ("  of which Mimi decode (2 frames) s", f"{ours['time_to_first_audio_parts']['codec_seconds']:.3f}",
+         f"{theirs['time_to_first_audio_parts']['codec_seconds']:.3f}", ""),
+        ("peak memory GB", gb(ours["peak_memory_bytes"]), gb(theirs["peak_memory_bytes"]), f"{r['peak_memory']:.2f}x"),
+        ("weights GB (CSM / Mimi)", f"{gb(ours['weights_bytes'])} / {gb(ours['codec_weights_bytes'])}",
+         f"{gb(theirs['weights_bytes'])} / {gb(theirs['codec_weights_bytes'])}", ""),
+        ("KV cache GB", gb(ours["kv_cache_bytes"]), gb(theirs["kv_cache_bytes"]), ""),
+        ("peak / (weights + Mimi + KV)", f"{ours['peak_over_weights_codec_kv']:.2f}",
+         f"{theirs['peak_over_weights_codec_kv']:.2f}", ""),
+    ]  # fmt: skip
+    s = data["settings"]
+    print(f"\n{'small' if s['small'] else 'CSM-1B'} shapes, {data['device_type']} {s['dtype']}, {data['device']}, "
+          f"{s['frames']} frames x {s['repeats']} repeats (medians), torch {data['torch_version']}, "
+          f"transformers {data['transformers_version']}")  # fmt: skip
+    widths = [max(len(row[i]) for row in rows + [("", "ours", "transformers", "ours/transformers")]) for i in range(4)]
+    header = ("", "ours", "transformers", "ours/transformers")
+    for row in [header] + rows:
+        print(f"{row[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:])))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="default: bfloat16 on CUDA, float32 on CPU (csm.loading's defaults)")  # fmt: skip
+    parser.add_argument("--frames", type=int, default=20, help="frames per decode run (at least 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="measured runs per model, after one warm-up")
+    parser.add_argument("--small", action="store_true", help="tiny shapes (CI) instead of CSM-1B's")
+    parser.add_argument("--json", type=Path, help="write all figures here")
+    parser.add_argument("--checkpoint-dir", type=Path, help="build the random checkpoint here, or reuse it")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
+    parser.add_argument("--build-checkpoint", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
+    if args.frames < 2:
+        parser.error("--frames must be at least 2 (frames/s is measured after the first)")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.build_checkpoint:
+        return build_checkpoint(args.build_checkpoint, args.small, args.seed)
+    if args.worker:
+        return serve(args.worker, str(args.checkpoint_dir), args.device, args.dtype, args.seed)
+    with tempfile.TemporaryDirectory(prefix="csm-bench-") as scratch:
+        folder = (args.checkpoint_dir or Path(scratch) / "checkpoint").resolve()  # workers run in the repo root
+        started = time.perf_counter()
+        ensure_checkpoint(folder, args.small, args.seed)
+        print(f"checkpoint ready in {time.perf_counter() - started:.1f} s: {folder}", file=sys.stderr)
+        results, device = measure(folder, args, Path(scratch))
+    data = report(args, results, device)
+    print_table(data)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"\nwritten: {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The benchmark (bench/bench.py) runs end to end in its small form and reports every figure.
+
+Timings are not tests: nothing here asserts on speed, only that the run completes, counts the
+frames it was asked for, and writes every field as a positive number.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FRAMES = 3
+SIDES = ("ours", "transformers")
+POSITIVE_FIGURES = (
+    "frames_per_second", "frames_per_second_from_median_frame", "median_frame_seconds",
+    "frames_per_second_from_fastest_frame", "fastest_frame_seconds", "real_time_factor",
+    "real_time_factor_with_prefill", "prefill_seconds", "time_to_first_audio_seconds",
+    "time_to_first_audio_best_seconds", "peak_memory_bytes", "weights_bytes", "codec_weights_bytes",
+    "kv_cache_bytes", "peak_over_weights_codec_kv", "load_seconds",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    command = [sys.executable, "-m", "bench.bench", "--small", "--device", "cpu", "--frames", str(FRAMES),
+               "--repeats", "1", "--json", str(out)]  # fmt: skip
+    # The timeout only guards against a hang; the run takes ~10-20 s on 2 CPU cores.
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, f"the benchmark failed:\n{done.stderr[-4000:]}"
+    assert "decode frames/s" in done.stdout  # the table was printed
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_report_describes_the_run(report):
+    assert report["device_type"] == "cpu" and report["device"]
+    assert report["date"] and report["torch_version"] and report["transformers_version"]
+    assert "--small" in report["command"]
+    settings = report["settings"]
+    assert settings["frames"] == FRAMES and settings["repeats"] == 1 and settings["small"] is True
+    assert settings["dtype"] == "float32" and settings["batch_size"] == 1
+    assert settings["prompt_frames"] == 312
+    for side in SIDES:
+        assert report[side]["threads"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("side", SIDES)
+def test_every_figure_is_positive_and_frames_are_counted(report, side):
+    figures = report[side]
+    for name in POSITIVE_FIGURES:
+        assert figures[name] > 0, name
+    parts = figures["time_to_first_audio_parts"]
+    assert all(parts[k] > 0 for k in ("prefill_and_first_frame_seconds", "second_frame_seconds", "codec_seconds"))
+    assert sum(parts.values()) <= figures["time_to_first_audio_seconds"] * 1.001
+    # Exactly the frames asked for, in every run: fps is computed from the counts actually generated.
+    assert figures["frames_generated"] == [FRAMES]
+    assert figures["first_audio_frames"] == [2]
+    assert [r["frames"] for r in figures["runs"]["decode"]] == [FRAMES]
+    assert [len(r["frame_seconds"]) for r in figures["runs"]["decode"]] == [FRAMES - 1]
+    assert all(r["audio_samples"] == 2 * 1920 for r in figures["runs"]["first_audio"])
+
+
+@pytest.mark.slow
+def test_both_sides_run_the_same_weights_and_ratios_are_reported(report):
+    ours, theirs = report["ours"], report["transformers"]
+    assert ours["weights_bytes"] == theirs["weights_bytes"]
+    assert ours["codec_weights_bytes"] == theirs["codec_weights_bytes"]
+    assert set(report["ratios"]) == {
+        "frames_per_second",
+        "frames_per_second_from_median_frame",
+        "frames_per_second_from_fastest_frame",
+        "time_to_first_audio",
+        "time_to_first_audio_best",
+        "peak_memory",
+    }
+    assert report["ratios"]["frames_per_second"] == pytest.approx(
+        ours["frames_per_second"] / theirs["frames_per_second"]
+    )
+    assert all(v > 0 for v in report["ratios"].values())
