@@ -361,7 +361,7 @@ def gpu_seconds(job: Job) -> int:
     return int(min(GPU_MAX_S, GPU_BASE_S + GPU_S_PER_AUDIO_S * job.settings.max_seconds * len(job.lines)))
 
 
-_generation_lock = threading.Lock()  # one generation at a time; it also keeps last_generation ours
+_generation_lock = threading.Lock()  # one job at a time: a script's turns run back to back
 
 
 @spaces.GPU(duration=gpu_seconds)
@@ -383,7 +383,7 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnDone]:
             seed = job.seed + index
             started = time.perf_counter()
             chunks = []
-            for chunk in generator.generate_stream(
+            stream = generator.generate_stream(
                 line.text,
                 line.speaker,
                 [clip.segment for clip in kept],
@@ -391,10 +391,11 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnDone]:
                 temperature=settings.temperature,
                 topk=settings.topk,
                 seed=seed,
-            ):
+            )
+            for chunk in stream:
                 chunks.append(chunk.float().numpy())
                 yield Chunk(index, chunks[-1])
-            info = generator.last_generation
+            info = stream.info
             dropped += [kept[i].label for i in info.dropped_context]  # only if our estimate was short
             audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
             report = TurnReport(
@@ -419,22 +420,19 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnDone]:
 
 def clip_frames(generator: Generator, segment: Segment) -> int:
     """Frames a context segment takes in the model's window: its text, its audio, an end-of-audio frame."""
-    text = len(generator.tokenizer.encode_segment(segment.speaker, segment.text))
-    return text + math.ceil(len(segment.audio) / generator.codec.samples_per_frame) + 1
+    return generator.segment_frames(segment)
 
 
 def context_budget(generator: Generator, line: Line, max_frames: int) -> int:
     """Frames left for context once the line's text and the longest reply are reserved."""
-    window = generator.model.max_seq_len
-    text_frames = len(generator.tokenizer.encode_segment(line.speaker, line.text))
-    budget = window - max_frames - text_frames
-    if budget < 0:
+    try:
+        return generator.context_budget(line.text, line.speaker, max_frames * FRAME_MS)
+    except ValueError:
+        window = generator.model.max_seq_len
         raise InputError(
-            f"The text ({text_frames} tokens) plus a reply of up to {max_frames * FRAME_MS / 1000:g} s does not "
-            f"fit the model's window of {window} frames ({window * FRAME_MS / 1000:.0f} s): shorten the text or "
-            "lower the max length."
-        )
-    return budget
+            f"The text plus a reply of up to {max_frames * FRAME_MS / 1000:g} s does not fit the model's window "
+            f"of {window} frames ({window * FRAME_MS / 1000:.0f} s): shorten the text or lower the max length."
+        ) from None
 
 
 def fit_context(generator: Generator, history: list[ContextClip], line: Line, max_frames: int):

@@ -253,9 +253,13 @@ class OursRunner:
         self.prompt_len = tokens.shape[1]
 
     def sizes(self, frames: int) -> dict:
+        from csm.models import PackedLinear
+
         caches = [layer.attn.kv_cache for stack in (self.model.backbone, self.model.decoder) for layer in stack.layers]
         return dict(
-            weights_bytes=tensor_bytes(self.model.parameters()),
+            # On the CPU the transformer Linears are oneDNN-packed: not parameters any more, same bytes.
+            weights_bytes=tensor_bytes(self.model.parameters())
+            + sum(m.nbytes for m in self.model.modules() if isinstance(m, PackedLinear)),
             codec_weights_bytes=tensor_bytes(self.codec.model.parameters()),
             # Static: all max_seq_len slots are allocated up front, whatever the length.
             kv_cache_bytes=sum(c.k.nbytes + c.v.nbytes for c in caches),

@@ -65,6 +65,27 @@ class GenerationInfo:
     codes: Tensor | None = None  # [N, frames]: the generated codes, on the CPU
 
 
+class GenerationStream:
+    """One generation's audio chunks (iterate over it) and its `info`, complete once iteration ends.
+
+    Each stream carries its own info, so concurrent callers never read one another's.
+    """
+
+    def __init__(self, chunks: Iterator[Tensor], info: GenerationInfo):
+        self._chunks = chunks
+        self.info = info
+
+    def __iter__(self) -> "GenerationStream":
+        return self
+
+    def __next__(self) -> Tensor:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop early (e.g. the listener went away); frees the generator for the next request."""
+        self._chunks.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Input checks: every bad input is a ValueError a person can act on.
 
@@ -164,8 +185,17 @@ class Generator:
         self._encoded.move_to_end(key)
         return self._encoded[key]
 
-    def fit_context(self, target_frames: int, context_frames: list[int], max_frames: int) -> list[int]:
-        """Indices of the context segments to drop, oldest first, so the prompt plus output fits."""
+    def segment_frames(self, segment: Segment) -> int:
+        """Frames a context segment takes in the model's window: its text, its audio, the end-of-audio frame."""
+        text = len(self.tokenizer.encode_segment(segment.speaker, segment.text))
+        return text + -(-segment.audio.numel() // self.codec.samples_per_frame) + 1  # Mimi pads the last frame
+
+    def context_budget(self, text: str, speaker: int, max_audio_length_ms: float) -> int:
+        """Frames left for context once the text and the longest reply are reserved; ValueError if none."""
+        target_frames = len(self.tokenizer.encode_segment(speaker, text))
+        return self._budget(target_frames, int(max_audio_length_ms // FRAME_MS))
+
+    def _budget(self, target_frames: int, max_frames: int) -> int:
         budget = self.model.max_seq_len - max_frames - target_frames
         if budget < 0:
             raise ValueError(
@@ -173,6 +203,11 @@ class Generator:
                 f"{FRAME_MS} ms) exceeds the model's {self.model.max_seq_len}-frame window: shorten the text "
                 "or the maximum audio length"
             )
+        return budget
+
+    def fit_context(self, target_frames: int, context_frames: list[int], max_frames: int) -> list[int]:
+        """Indices of the context segments to drop, oldest first, so the prompt plus output fits."""
+        budget = self._budget(target_frames, max_frames)
         dropped, total = [], sum(context_frames)
         for i, n in enumerate(context_frames):
             if total <= budget:
@@ -206,8 +241,11 @@ class Generator:
         temperature: float = 0.9,
         topk: int = 50,
         seed: int | None = None,
-    ) -> Iterator[Tensor]:
-        """Yield 1-D audio chunks as frames are produced; `last_generation` describes the run."""
+    ) -> GenerationStream:
+        """1-D audio chunks as frames are produced; the stream's `info` (and `last_generation`) describe the run.
+
+        Bad input raises here, before any chunk; the work starts with the first `next()`.
+        """
         check_text(text)
         check_speaker(speaker)
         check_settings(temperature, topk, max_audio_length_ms)
@@ -220,20 +258,21 @@ class Generator:
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         max_frames = int(max_audio_length_ms // FRAME_MS)
         target = self._text_frames(speaker, text)
-        self.fit_context(len(target[0]), [], max_frames)  # raises now if the text alone cannot fit
-        return self._stream(target, context, max_frames, temperature, topk, seed)
+        self._budget(len(target[0]), max_frames)  # raises now if the text alone cannot fit
+        info = GenerationInfo(seed=seed)
+        return GenerationStream(self._stream(target, context, max_frames, temperature, topk, info), info)
 
-    def _stream(self, target, context, max_frames, temperature, topk, seed) -> Iterator[Tensor]:
+    def _stream(self, target, context, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
         with self._lock:
             encoded = [self._segment_frames(s) for s in context]
             dropped = self.fit_context(len(target[0]), [len(t) for t, _ in encoded], max_frames)
             kept = [e for i, e in enumerate(encoded) if i not in dropped] + [target]
             tokens = torch.cat([t for t, _ in kept])[None]
             mask = torch.cat([m for _, m in kept])[None]
-            info = GenerationInfo(seed=seed, dropped_context=dropped, prompt_frames=tokens.shape[1])
+            info.dropped_context, info.prompt_frames = dropped, tokens.shape[1]
             self.last_generation = info
 
-            torch.manual_seed(seed)
+            torch.manual_seed(info.seed)
             decoder = self.codec.stream_decoder()
             for codes in self._frames(tokens, mask, max_frames, temperature, topk, info):
                 yield decoder.decode(codes).cpu()

@@ -460,15 +460,24 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def load_model(checkpoint: Checkpoint, device=None, dtype=None) -> Model:
+def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True) -> Model:
+    """The model on `device` in `dtype`. On the CPU, `pack_weights` pre-packs the Linears for oneDNN
+    (Model.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout."""
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):
         model = Model(checkpoint.args)  # no memory: every parameter is assigned from the checkpoint
     source = TensorSource(checkpoint.weight_files)
-    state = {name: t.to(device=device, dtype=dtype) for name, t in mapped_tensors(checkpoint, model, source)}
+    # copy=True: a CPU tensor would otherwise stay a view of the memory-mapped file, which keeps
+    # the whole file mapped (and counted in RSS) for as long as the model lives.
+    state = {
+        name: t.to(device=device, dtype=dtype, copy=True) for name, t in mapped_tensors(checkpoint, model, source)
+    }
     model.load_state_dict(state, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
+    if pack_weights:
+        model.pack_linear_weights()
+    return model
 
 
 def codec_weights(checkpoint: Checkpoint) -> tuple[dict, dict[str, Tensor]] | None:

@@ -175,7 +175,9 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(q_dim, args.embed_dim, bias=False)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, positions: Tensor, filled: int | None
+    ) -> Tensor:
         batch, seq, _ = x.shape
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
         q = q.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
@@ -183,6 +185,15 @@ class Attention(nn.Module):
         v = v.view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k, v = self.kv_cache.update(positions, k, v)
+        if filled is not None:  # attend over the written slots only (see Transformer.forward)
+            k, v = k[:, :, :filled], v[:, :, :filled]
+            if seq == 1:
+                # One query sees every written slot, so no mask; the query heads that share a KV
+                # head attend together as rows of one product, without repeating K and V.
+                group = self.num_heads // self.num_kv_heads
+                q = q.reshape(batch, self.num_kv_heads, group, self.head_dim)
+                y = F.scaled_dot_product_attention(q, k, v).reshape(batch, self.num_heads, 1, self.head_dim)
+                return self.o_proj(y.transpose(1, 2).reshape(batch, seq, -1))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, enable_gqa=self.num_heads != self.num_kv_heads
         )
@@ -201,6 +212,39 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
+class PackedLinear(nn.Module):
+    """A bias-free Linear whose weight oneDNN has reordered into its blocked layout (CPU only).
+
+    Same bytes as the weight, but batch-1 products stream them about 1.5x faster than `F.linear`
+    on the plain layout, and a decode step is nothing but such products. bf16 results are
+    bit-identical to `F.linear`; fp32 ones differ in the last bits (summation order).
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.nbytes = linear.weight.nbytes
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, None, "none", [], "")
+        return y.view(*x.shape[:-1], self.out_features)
+
+
+def can_pack_linear(dtype: torch.dtype) -> bool:
+    """Whether this build and CPU run oneDNN-packed products in `dtype` (checked on a tiny one)."""
+    if not torch.backends.mkldnn.is_available() or dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    try:
+        probe = nn.Linear(16, 8, bias=False, dtype=dtype)
+        x = torch.ones(2, 16, dtype=dtype)
+        return torch.allclose(PackedLinear(probe)(x).float(), probe(x).float(), atol=1e-2)
+    except (RuntimeError, AttributeError):
+        return False
+
+
 class Block(nn.Module):
     def __init__(self, args: TransformerArgs):
         super().__init__()
@@ -209,8 +253,10 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(args.embed_dim, args.norm_eps)
         self.mlp = MLP(args)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, positions)
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, positions: Tensor, filled: int | None
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, positions, filled)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -223,6 +269,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(args) for _ in range(args.num_layers))
         self.norm = RMSNorm(args.embed_dim, args.norm_eps)
         self.cache_len = 0
+        self.attend_written_only = True  # CPU: see forward; tests switch it off to compare with the plain path
 
     def setup_cache(self, batch_size: int, max_seq_len: int, dtype, device) -> None:
         for layer in self.layers:
@@ -244,8 +291,15 @@ class Transformer(nn.Module):
         cos = self.rope_cos[input_pos].to(x.dtype).unsqueeze(1)
         sin = self.rope_sin[input_pos].to(x.dtype).unsqueeze(1)
         positions = input_pos[0]
+        filled = None
+        if self.attend_written_only and x.device.type == "cpu":
+            # On the CPU, reading the last position costs nothing, and attending over the written
+            # slots only (a 312-frame prompt, not all 2048) is much cheaper. On CUDA the full cache
+            # keeps shapes static for graph capture, and reading the position would sync.
+            filled = int(positions.max()) + 1
+            mask = mask[..., :filled]
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, positions)
+            x = layer(x, cos, sin, mask, positions, filled)
         return self.norm(x)
 
     def reset_cache(self) -> None:
@@ -319,6 +373,22 @@ class Model(nn.Module):
     def reset_caches(self) -> None:
         self.backbone.reset_cache()
         self.decoder.reset_cache()
+
+    def pack_linear_weights(self) -> int:
+        """CPU: swap the transformer stacks' and the projection's Linears for PackedLinear; returns how many.
+
+        Inference only (no autograd through packed weights). Does nothing where oneDNN cannot run them.
+        """
+        if self.device.type != "cpu" or not can_pack_linear(self.dtype):
+            return 0
+        # codebook0_head stays a Linear: it is small, and `device` / `dtype` read its weight.
+        stacks = [module for stack in (self.backbone, self.decoder) for module in stack.modules()]
+        slots = [(self, "projection")] + [
+            (module, name) for module in stacks for name, child in module.named_children() if isinstance(child, nn.Linear)
+        ]
+        for module, name in slots:
+            setattr(module, name, PackedLinear(getattr(module, name)))
+        return len(slots)
 
     def caches_are_enabled(self) -> bool:
         return self.backbone.cache_len > 0

@@ -80,6 +80,52 @@ def test_stream_is_lazy_until_iterated(generator):
     assert generator.generate("Next.", 0, [], max_audio_length_ms=240, seed=1).numel() > 0
 
 
+def test_each_stream_carries_its_own_info(generator):
+    first = generator.generate_stream("One.", 0, [], max_audio_length_ms=400, seed=11)
+    second = generator.generate_stream("Two.", 1, context(1), max_audio_length_ms=640, seed=12)
+    first_audio, second_audio = torch.cat(list(first)), torch.cat(list(second))
+    assert (first.info.seed, second.info.seed) == (11, 12)
+    assert first.info.frames * SPF == first_audio.numel() and second.info.frames * SPF == second_audio.numel()
+    assert first.info.prompt_frames < second.info.prompt_frames  # the second one has a context clip
+    assert generator.last_generation is second.info
+
+
+def test_streams_from_two_threads_are_served_one_after_the_other(generator):
+    import threading
+
+    results = {}
+
+    def run(seed):
+        stream = generator.generate_stream("Threads.", 0, [], max_audio_length_ms=800, topk=5, seed=seed)
+        results[seed] = (torch.cat(list(stream)), stream.info)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (21, 22)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for seed, (audio, info) in results.items():
+        assert info.seed == seed and info.frames * SPF == audio.numel()
+        alone = generator.generate("Threads.", 0, [], max_audio_length_ms=800, topk=5, seed=seed)
+        assert torch.equal(alone, audio)  # nothing of the other thread's run leaked in
+    assert len(results) == 2
+
+
+@pytest.mark.parametrize("samples", [SPF, SPF + 1, 2 * SPF, 36_000])
+def test_segment_frames_counts_what_the_prompt_holds(generator, samples):
+    segment = Segment(1, "how many frames?", clip(samples / 24_000))
+    assert segment.audio.numel() == samples
+    tokens, _ = generator._segment_frames(segment)
+    assert generator.segment_frames(segment) == len(tokens)
+
+
+def test_context_budget_is_the_window_left_after_text_and_reply(generator):
+    text_frames = len(generator.tokenizer.encode_segment(0, "Hello there."))
+    assert generator.context_budget("Hello there.", 0, 8000) == generator.model.max_seq_len - 100 - text_frames
+    with pytest.raises(ValueError, match="shorten the text or the maximum audio length"):
+        generator.context_budget("Hello there.", 0, 170_000)
+
+
 @pytest.fixture(scope="module")
 def small_window(tmp_path_factory):
     """The tiny model with a 128-frame window, so context overflow is cheap to reach."""

@@ -1,0 +1,85 @@
+"""The CPU fast path (oneDNN-packed Linears, attention over the written cache slots only) against the plain path."""
+
+import pytest
+import torch
+
+from csm.loading import load_model, resolve_checkpoint
+from csm.models import Model, PackedLinear, can_pack_linear
+from tests.oracle import build_oracle, our_frames, save_transformers_layout
+from tests.test_model_oracle import our_greedy_frames, prompt_parts
+
+NUM_FRAMES = 24
+
+
+def plain(model: Model) -> Model:
+    model.backbone.attend_written_only = model.decoder.attend_written_only = False
+    return model
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_transformers_layout(build_oracle("gqa-llama3", seed=5), tmp_path_factory.mktemp("fast"))
+
+
+def load(folder, dtype, pack: bool) -> Model:
+    return load_model(resolve_checkpoint(str(folder)), device="cpu", dtype=dtype, pack_weights=pack)
+
+
+def test_cpu_loading_packs_every_transformer_linear(folder):
+    fast = load(folder, torch.float32, pack=True)
+    packed = [m for m in fast.modules() if isinstance(m, PackedLinear)]
+    layers = len(fast.backbone.layers) + len(fast.decoder.layers)
+    assert len(packed) == 4 * layers + 1  # qkv, o, gate_up, down per layer, and the projection
+    assert not any(isinstance(m, torch.nn.Linear) for m in [*fast.backbone.modules(), *fast.decoder.modules()])
+    assert not any(isinstance(m, PackedLinear) for m in load(folder, torch.float32, pack=False).modules())
+
+
+def test_fast_path_gives_the_plain_path_frames(folder):
+    fast, slow = load(folder, torch.float32, pack=True), plain(load(folder, torch.float32, pack=False))
+    n = fast.num_codebooks
+    tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=7), n)
+    positions = torch.arange(tokens.shape[1])[None]
+    fast.setup_caches(1), slow.setup_caches(1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fast.backbone_hidden(tokens, mask, positions), slow.backbone_hidden(tokens, mask, positions),
+            atol=1e-5, rtol=0,
+        )  # fmt: skip
+    got, expected = our_greedy_frames(fast, tokens, mask, NUM_FRAMES), our_greedy_frames(slow, tokens, mask, NUM_FRAMES)
+    assert torch.equal(got, expected)
+    assert len(torch.unique(got[..., 0])) > 1
+
+
+def test_attending_written_slots_only_equals_full_cache_with_mask(folder):
+    """Decode steps after a prefill: the sliced, head-grouped attention gives the masked full-cache result."""
+    sliced, full = load(folder, torch.float32, pack=False), plain(load(folder, torch.float32, pack=False))
+    n = sliced.num_codebooks
+    tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=8), n)
+    for model in (sliced, full):
+        model.setup_caches(1)
+    with torch.no_grad():
+        outputs = []
+        for model in (sliced, full):
+            hidden = [model.backbone_hidden(tokens, mask, torch.arange(tokens.shape[1])[None])[:, -1]]
+            for step in range(5):  # the one-token path, at growing positions
+                frame = torch.full((1, 1, n + 1), 3 + step)
+                frame_mask = torch.ones_like(frame, dtype=torch.bool)
+                hidden.append(model.backbone_hidden(frame, frame_mask, torch.tensor([[tokens.shape[1] + step]]))[:, -1])
+            outputs.append(torch.stack(hidden))
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not can_pack_linear(torch.bfloat16), reason="this CPU has no oneDNN bf16 products")
+def test_packing_in_bf16_gives_identical_frames(folder):
+    fast, unpacked = load(folder, torch.bfloat16, pack=True), load(folder, torch.bfloat16, pack=False)
+    assert any(isinstance(m, PackedLinear) for m in fast.modules())
+    n = fast.num_codebooks
+    tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=9), n)
+    assert torch.equal(our_greedy_frames(fast, tokens, mask, 12), our_greedy_frames(unpacked, tokens, mask, 12))
+
+
+def test_load_copies_weights_out_of_the_file_mapping(folder):
+    """No parameter may stay a view of the memory-mapped safetensors file (it would pin the whole file)."""
+    model = load(folder, torch.float32, pack=False)
+    # A view of an mmap'd file has a storage that cannot be resized; memory we own can.
+    assert all(p.untyped_storage().resizable() for p in model.parameters())
