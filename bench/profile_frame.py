@@ -60,7 +60,10 @@ class StageTimer:
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
+    from csm.models import PackedLinear  # CPU: packed weights are not parameters, same bytes
+
+    packed = sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
+    return packed + sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def load(args):

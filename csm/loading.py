@@ -473,7 +473,9 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     state = {
         name: t.to(device=device, dtype=dtype, copy=True) for name, t in mapped_tensors(checkpoint, model, source)
     }
+    del source  # unmaps the files
     model.load_state_dict(state, strict=True, assign=True)
+    del state  # the modules own the tensors now, so packing frees each original as it goes
     model.eval().requires_grad_(False)
     if pack_weights:
         model.pack_linear_weights()

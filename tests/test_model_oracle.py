@@ -8,7 +8,6 @@ from csm.models import Model
 from tests.oracle import (
     AUDIO_VOCAB,
     CONFIGS,
-    audio_frames,
     build_oracle,
     oracle_embeds,
     our_frames,
