@@ -513,9 +513,16 @@ class Result:
 class Studio:
     """The model (loaded once, at start-up) and how requests become jobs and files."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, presets: PresetLibrary | None = None):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str | None = None,
+        presets: PresetLibrary | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         self.model_name = model
         self.device = device
+        self.dtype = dtype  # None: bf16 on CUDA, fp32 elsewhere
         self.presets = presets or PresetLibrary()
         self.generator: Generator | None = None
         self.load_error: str | None = None
@@ -534,7 +541,7 @@ class Studio:
                 repo_id = str(tiny_checkpoint_dir())
             else:
                 repo_id = self.model_name
-            self.model_key = {"repo_id": repo_id, "device": self.device}
+            self.model_key = {"repo_id": repo_id, "device": self.device, "dtype": self.dtype}
             started = time.perf_counter()
             self.generator = load_csm_1b(**self.model_key)
             log.info(
@@ -1233,6 +1240,9 @@ def build_demo(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Block
 # Command line
 
 
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="CSM Studio: conversational speech with CSM-1B, in the browser.")
     parser.add_argument(
@@ -1245,6 +1255,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--device",
         default=os.environ.get("CSM_STUDIO_DEVICE") or None,
         help="cuda, mps or cpu (default: the best available)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=os.environ.get("CSM_STUDIO_DTYPE") or "auto",
+        help="model precision (default: $CSM_STUDIO_DTYPE or auto: bfloat16 on CUDA, float32 elsewhere; "
+        "bfloat16 also speeds up CPUs with AVX-512 BF16 or AMX)",
     )
     parser.add_argument("--host", default=None, help="address to listen on (default: gradio's, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860 or the next free one)")
@@ -1262,7 +1279,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    studio = Studio(args.model, device=args.device)
+    studio = Studio(args.model, device=args.device, dtype=DTYPES[args.dtype])
     if not studio.is_tiny:
         studio.presets.fetch_hub_prompts()  # in the background: an offline start is not delayed
     studio.load()

@@ -167,6 +167,21 @@ def test_command_line_defaults_come_from_the_environment(monkeypatch):
     args = app.parse_args([])
     assert (args.model, args.queue_size) == ("tiny", 3)
     assert app.parse_args(["--model", "./some/folder"]).model == "./some/folder"
+    assert app.parse_args([]).dtype == "auto" and app.DTYPES["auto"] is None
+    monkeypatch.setenv("CSM_STUDIO_DTYPE", "bfloat16")
+    assert app.DTYPES[app.parse_args([]).dtype] is torch.bfloat16
+    with pytest.raises(SystemExit):
+        app.parse_args(["--dtype", "float64"])
+
+
+def test_the_chosen_precision_reaches_the_loaded_model():
+    from csm.loading import default_dtype
+
+    studio = app.Studio(app.TINY_MODEL, device="cpu", dtype=torch.bfloat16).load()
+    assert studio.load_error is None
+    assert studio.generator.model.dtype is torch.bfloat16
+    assert studio.model_key["dtype"] is torch.bfloat16  # each job looks the generator up by this key
+    assert app.Studio(app.TINY_MODEL, device="cpu").load().generator.model.dtype is default_dtype(torch.device("cpu"))
 
 
 # -- the context window (the tiny model has the real 2048-frame window) -----------------------------
