@@ -62,6 +62,7 @@ class GenerationInfo:
     ended_by_model: bool = False
     dropped_context: list[int] = field(default_factory=list)  # indices into the context passed in
     prompt_frames: int = 0
+    reused_prompt_frames: int = 0  # context frames whose KV the cache still held from the last request
     codes: Tensor | None = None  # [N, frames]: the generated codes, on the CPU
 
 
@@ -153,6 +154,10 @@ class Generator:
         self._encoded: OrderedDict[tuple, Tensor] = OrderedDict()  # LRU of encoded context segments
         model.setup_caches(1)
         self.frame_step = FrameStep(model)
+        # The context segments whose KV the backbone cache holds, in order from position 0, and the
+        # model's cache epoch when they were written (see _prefill).
+        self._cached_segments: list[tuple] = []
+        self._cached_epoch = -1
 
     # -- frames -----------------------------------------------------------------------------------
 
@@ -172,10 +177,14 @@ class Generator:
         tokens[:, :-1], mask[:, :-1] = codes.T, True
         return tokens, mask
 
+    @staticmethod
+    def _segment_key(segment: Segment) -> tuple:
+        digest = hashlib.sha1(segment.audio.detach().cpu().float().numpy().tobytes()).hexdigest()
+        return segment.speaker, segment.text, digest
+
     def _segment_frames(self, segment: Segment) -> tuple[Tensor, Tensor]:
         """Text then audio frames of a context segment; cached, as presets recur in every request."""
-        digest = hashlib.sha1(segment.audio.detach().cpu().float().numpy().tobytes()).hexdigest()
-        key = (segment.speaker, segment.text, digest)
+        key = self._segment_key(segment)
         if key not in self._encoded:
             text, text_mask = self._text_frames(segment.speaker, segment.text)
             audio, audio_mask = self._audio_frames(segment.audio)
@@ -264,27 +273,55 @@ class Generator:
 
     def _stream(self, target, context, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
         with self._lock:
-            encoded = [self._segment_frames(s) for s in context]
-            dropped = self.fit_context(len(target[0]), [len(t) for t, _ in encoded], max_frames)
-            kept = [e for i, e in enumerate(encoded) if i not in dropped] + [target]
-            tokens = torch.cat([t for t, _ in kept])[None]
-            mask = torch.cat([m for _, m in kept])[None]
-            info.dropped_context, info.prompt_frames = dropped, tokens.shape[1]
+            encoded = [(self._segment_key(s), *self._segment_frames(s)) for s in context]
+            dropped = self.fit_context(len(target[0]), [len(t) for _, t, _ in encoded], max_frames)
+            parts = [e for i, e in enumerate(encoded) if i not in dropped] + [(None, *target)]
+            info.dropped_context, info.prompt_frames = dropped, sum(len(t) for _, t, _ in parts)
             self.last_generation = info
 
             torch.manual_seed(info.seed)
             decoder = self.codec.stream_decoder()
-            for codes in self._frames(tokens, mask, max_frames, temperature, topk, info):
+            for codes in self._frames(parts, max_frames, temperature, topk, info):
                 yield decoder.decode(codes).cpu()
 
     @torch.inference_mode()
-    def _frames(self, tokens, mask, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
+    def _prefill(self, parts: list[tuple], temperature: float, topk: int, info: GenerationInfo) -> Tensor:
+        """Fill the backbone cache with the prompt and sample the first frame [1, N].
+
+        The prompt goes in one part (context segment, then the target text) at a time. The leading
+        segments that the cache still holds from the previous request, at the same positions, are
+        skipped: with preset voices and a growing conversation most of a prompt recurs, and this
+        makes the time to first audio that of the new part only. Prefilling part by part on every
+        request, cold or warm, keeps the results bit-identical either way.
+        """
+        model = self.model
+        self.frame_step.prepare(temperature, topk)  # may capture a CUDA graph (resets the caches)
+        reuse = 0
+        if self._cached_epoch == model.cache_epoch:
+            for (key, _, _), cached in zip(parts[:-1], self._cached_segments):
+                if key != cached:
+                    break
+                reuse += 1
+        self._cached_segments = []  # until this prefill has completed
+        start = info.reused_prompt_frames = sum(len(tokens) for _, tokens, _ in parts[:reuse])
+        for key, tokens, mask in parts[reuse:]:
+            # Slots past the prompt may hold an older request's KV: causal masking (and, on the
+            # CPU, attending over the written slots only) keeps them out, so no reset is needed.
+            positions = torch.arange(start, start + len(tokens), device=self.device)[None]
+            if key is None:  # the target text, last: it gives the first frame
+                frame = model.generate_frame(tokens[None], mask[None], positions, temperature, topk)
+            else:
+                model.backbone_hidden(tokens[None], mask[None], positions)
+            start += len(tokens)
+        self._cached_segments = [key for key, _, _ in parts[:-1]]
+        self._cached_epoch = model.cache_epoch
+        return frame
+
+    @torch.inference_mode()
+    def _frames(self, parts, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
         """Yield chunks of codes [N, f] until an all-zero frame (not included) or max_frames."""
-        self.frame_step.prepare(temperature, topk)  # may capture a CUDA graph: before the prefill
-        self.model.reset_caches()
-        prompt_len = tokens.shape[1]
-        frame = self.model.generate_frame(tokens, mask, torch.arange(prompt_len, device=self.device)[None],
-                                          temperature, topk)  # fmt: skip
+        frame = self._prefill(parts, temperature, topk, info)
+        prompt_len = info.prompt_frames
         pending: list[Tensor] = []
         chunk_size = FIRST_CHUNK_FRAMES
         for step in range(max_frames):

@@ -369,10 +369,14 @@ class Model(nn.Module):
         """Allocate the KV caches: the backbone holds max_seq_len frames, the decoder one frame's codebooks."""
         self.backbone.setup_cache(max_batch_size, self.max_seq_len, self.dtype, self.device)
         self.decoder.setup_cache(max_batch_size, self.num_codebooks, self.dtype, self.device)
+        self.cache_epoch = getattr(self, "cache_epoch", 0) + 1
 
     def reset_caches(self) -> None:
         self.backbone.reset_cache()
         self.decoder.reset_cache()
+        # Counts resets: a caller that keeps a prompt's KV between calls (the generator) sees from it
+        # that someone else has started over in the cache since.
+        self.cache_epoch = getattr(self, "cache_epoch", 0) + 1
 
     def pack_linear_weights(self) -> int:
         """CPU: swap the transformer stacks' and the projection's Linears for PackedLinear; returns how many.

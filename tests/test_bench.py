@@ -66,6 +66,14 @@ def test_every_figure_is_positive_and_frames_are_counted(report, side):
 
 
 @pytest.mark.slow
+def test_ours_also_reports_first_audio_with_the_context_clips_already_cached(report):
+    ours = report["ours"]
+    assert ours["time_to_first_audio_context_cached_seconds"] > 0
+    cached = ours["runs"]["first_audio_context_cached"]
+    assert [r["frames"] for r in cached] == [2] and all(r["audio_samples"] == 2 * 1920 for r in cached)
+    assert "time_to_first_audio_context_cached_seconds" not in report["transformers"]  # no such reuse there
+
+
 def test_both_sides_run_the_same_weights_and_ratios_are_reported(report):
     ours, theirs = report["ours"], report["transformers"]
     assert ours["weights_bytes"] == theirs["weights_bytes"]

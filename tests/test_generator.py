@@ -126,6 +126,52 @@ def test_context_budget_is_the_window_left_after_text_and_reply(generator):
         generator.context_budget("Hello there.", 0, 170_000)
 
 
+def run_counting_backbone_frames(generator, segments, **kwargs):
+    """(audio, info, frames the backbone read): prefill parts plus one frame per decode step."""
+    read = []
+    hook = generator.model.backbone.register_forward_pre_hook(lambda _, args: read.append(args[0].shape[1]))
+    try:
+        stream = generator.generate_stream("What did you say?", 1, segments, max_audio_length_ms=800, seed=3, **kwargs)
+        audio = torch.cat(list(stream))
+    finally:
+        hook.remove()
+    return audio, stream.info, sum(read)
+
+
+def test_a_recurring_context_is_not_prefilled_again_and_gives_the_same_audio(generator):
+    a, b, c = context(3)
+    sizes = {id(s): generator.segment_frames(s) for s in (a, b, c)}
+    generator.model.reset_caches()  # whatever ran before: start cold
+
+    cold, info, read = run_counting_backbone_frames(generator, [a, b])
+    assert info.reused_prompt_frames == 0 and read == info.prompt_frames + info.frames - 1
+
+    warm, info, read = run_counting_backbone_frames(generator, [a, b])
+    assert info.reused_prompt_frames == sizes[id(a)] + sizes[id(b)]
+    assert read == info.prompt_frames - info.reused_prompt_frames + info.frames - 1  # only the new text
+    assert torch.equal(warm, cold)
+
+    partly, info, _ = run_counting_backbone_frames(generator, [a, c], topk=1)  # the first segment recurs
+    assert info.reused_prompt_frames == sizes[id(a)]
+    generator.model.reset_caches()  # someone else used the cache: nothing may be reused
+    partly_cold, info, _ = run_counting_backbone_frames(generator, [a, c], topk=1)
+    assert info.reused_prompt_frames == 0 and torch.equal(partly, partly_cold)
+
+    _, info, _ = run_counting_backbone_frames(generator, [c, a])  # same segments, other positions
+    assert info.reused_prompt_frames == 0
+
+
+def test_an_abandoned_stream_leaves_a_reusable_and_correct_cache(generator):
+    a, b = context(2)
+    generator.model.reset_caches()
+    reference, _, _ = run_counting_backbone_frames(generator, [a, b])
+    stream = generator.generate_stream("Something else entirely.", 0, [a, b], max_audio_length_ms=4000, seed=9)
+    next(stream)
+    stream.close()
+    again, info, _ = run_counting_backbone_frames(generator, [a, b])
+    assert info.reused_prompt_frames > 0 and torch.equal(again, reference)
+
+
 @pytest.fixture(scope="module")
 def small_window(tmp_path_factory):
     """The tiny model with a 128-frame window, so context overflow is cheap to reach."""
