@@ -2,7 +2,8 @@
 
 A prompt is the context segments, oldest first, each as its text frames then its audio frames and
 an all-zero end-of-audio frame, followed by the target text's frames. The frame loop
-(`_frames`) prefills the prompt, then decodes one frame per step until an all-zero frame or the
+(`_frames`) prefills the prompt (`_prefill`: segments the KV cache still holds from the previous
+request are not computed again), then decodes one frame per step until an all-zero frame or the
 length limit. Frames are checked for the end only once per chunk, so the loop never waits on the
 device between chunks' boundaries; each chunk is decoded by a streaming Mimi decoder and yielded.
 """
