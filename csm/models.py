@@ -217,7 +217,9 @@ class PackedLinear(nn.Module):
 
     Same bytes as the weight, but batch-1 products stream them about 1.5x faster than `F.linear`
     on the plain layout, and a decode step is nothing but such products. bf16 results are
-    bit-identical to `F.linear`; fp32 ones differ in the last bits (summation order).
+    bit-identical to `F.linear`; fp32 ones differ in the last bits (summation order). The packed
+    weight is not a parameter, so a packed model's state_dict leaves it out: load with
+    `pack_weights=False` to get a model to save or train.
     """
 
     def __init__(self, linear: nn.Linear):
@@ -344,6 +346,9 @@ class Model(nn.Module):
         self.projection = nn.Linear(backbone.embed_dim, decoder.embed_dim, bias=False)
         self.codebook0_head = nn.Linear(backbone.embed_dim, config.audio_vocab_size, bias=False)
         self.audio_head = nn.Parameter(torch.empty(self.num_codebooks - 1, decoder.embed_dim, config.audio_vocab_size))
+        # Counts cache set-ups and resets: a caller that keeps a prompt's KV between calls (the
+        # generator) sees from it that someone has started over in the cache since.
+        self.cache_epoch = 0
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, revision=None, device=None, dtype=None, token=None) -> "Model":
@@ -369,14 +374,12 @@ class Model(nn.Module):
         """Allocate the KV caches: the backbone holds max_seq_len frames, the decoder one frame's codebooks."""
         self.backbone.setup_cache(max_batch_size, self.max_seq_len, self.dtype, self.device)
         self.decoder.setup_cache(max_batch_size, self.num_codebooks, self.dtype, self.device)
-        self.cache_epoch = getattr(self, "cache_epoch", 0) + 1
+        self.cache_epoch += 1
 
     def reset_caches(self) -> None:
         self.backbone.reset_cache()
         self.decoder.reset_cache()
-        # Counts resets: a caller that keeps a prompt's KV between calls (the generator) sees from it
-        # that someone else has started over in the cache since.
-        self.cache_epoch = getattr(self, "cache_epoch", 0) + 1
+        self.cache_epoch += 1
 
     def pack_linear_weights(self) -> int:
         """CPU: swap the transformer stacks' and the projection's Linears for PackedLinear; returns how many.

@@ -138,7 +138,18 @@ def run_counting_backbone_frames(generator, segments, **kwargs):
     return audio, stream.info, sum(read)
 
 
-def test_a_recurring_context_is_not_prefilled_again_and_gives_the_same_audio(generator):
+@pytest.fixture(params=["written-slots", "full-cache"])
+def attention(request, generator):
+    """Both attention paths: the CPU's (written slots only) and CUDA's (all slots, stale ones masked)."""
+    stacks = (generator.model.backbone, generator.model.decoder)
+    for stack in stacks:
+        stack.attend_written_only = request.param == "written-slots"
+    yield request.param
+    for stack in stacks:
+        stack.attend_written_only = True
+
+
+def test_a_recurring_context_is_not_prefilled_again_and_gives_the_same_audio(generator, attention):
     a, b, c = context(3)
     sizes = {id(s): generator.segment_frames(s) for s in (a, b, c)}
     generator.model.reset_caches()  # whatever ran before: start cold
@@ -161,7 +172,7 @@ def test_a_recurring_context_is_not_prefilled_again_and_gives_the_same_audio(gen
     assert info.reused_prompt_frames == 0
 
 
-def test_an_abandoned_stream_leaves_a_reusable_and_correct_cache(generator):
+def test_an_abandoned_stream_leaves_a_reusable_and_correct_cache(generator, attention):
     a, b = context(2)
     generator.model.reset_caches()
     reference, _, _ = run_counting_backbone_frames(generator, [a, b])
