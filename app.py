@@ -342,6 +342,7 @@ class TurnReport:
     ended_by_model: bool
     dropped_context: list[str] = field(default_factory=list)
     generation_s: float = 0.0
+    reused_context_frames: int = 0  # context the model still held from the request before: not recomputed
 
 
 @dataclass
@@ -408,6 +409,7 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnDone]:
                 info.ended_by_model,
                 dropped,
                 round(time.perf_counter() - started, 3),
+                info.reused_prompt_frames,
             )
             yield TurnDone(audio, report)
             if len(audio) >= generator.codec.samples_per_frame:  # an empty turn cannot be context

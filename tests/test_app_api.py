@@ -66,6 +66,14 @@ def test_a_random_seed_is_reported_and_reproduces_the_audio(tiny_client):
     np.testing.assert_array_equal(read(first_path), read(again_path))
 
 
+def test_a_repeated_context_is_reused_and_gives_the_same_audio(tiny_client):
+    request = dict(text="Same voices again.", voices={"0": "sol", "1": "atlas"}, seed=77, **FAST)
+    first_path, first = tiny_client.predict(**request, api_name="/generate")
+    again_path, again = tiny_client.predict(**request, api_name="/generate")
+    assert again["turns"][0]["reused_context_frames"] > 0  # both voices' prompts were still in the cache
+    np.testing.assert_array_equal(read(first_path), read(again_path))
+
+
 def test_generate_in_context_of_clips_and_preset_voices(tiny_client):
     audio_path, info = tiny_client.predict(
         text="I did! The tomatoes are finally turning red.",
