@@ -420,11 +420,6 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnDone]:
                 )
 
 
-def clip_frames(generator: Generator, segment: Segment) -> int:
-    """Frames a context segment takes in the model's window: its text, its audio, an end-of-audio frame."""
-    return generator.segment_frames(segment)
-
-
 def context_budget(generator: Generator, line: Line, max_frames: int) -> int:
     """Frames left for context once the line's text and the longest reply are reserved."""
     try:
@@ -444,7 +439,7 @@ def fit_context(generator: Generator, history: list[ContextClip], line: Line, ma
     because they are what keeps each voice recognisable.
     """
     budget = context_budget(generator, line, max_frames)
-    sizes = [clip_frames(generator, clip.segment) for clip in history]
+    sizes = [generator.segment_frames(clip.segment) for clip in history]
     total, dropped = sum(sizes), set()
     order = [i for i, c in enumerate(history) if not c.is_prompt] + [i for i, c in enumerate(history) if c.is_prompt]
     for i in order:
@@ -626,7 +621,7 @@ class Studio:
         max_frames = int(settings.max_seconds * 1000 // FRAME_MS)
         smallest_budget = min(context_budget(generator, line, max_frames) for line in lines)
         for clip in context:
-            if clip_frames(generator, clip.segment) > smallest_budget:
+            if generator.segment_frames(clip.segment) > smallest_budget:
                 seconds = len(clip.segment.audio) / SAMPLE_RATE
                 room = max(smallest_budget * FRAME_MS / 1000 - 2, 0)
                 raise InputError(

@@ -214,6 +214,13 @@ def tensor_bytes(tensors) -> int:
     return sum(seen.values())
 
 
+def weight_bytes(module: torch.nn.Module) -> int:
+    """The bytes of a module's weights, counting our oneDNN-packed Linears (CPU): not parameters, same bytes."""
+    from csm.models import PackedLinear
+
+    return tensor_bytes(module.parameters()) + sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
+
+
 def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, positions: int, dtype: torch.dtype) -> int:
     return 2 * layers * kv_heads * head_dim * positions * dtype.itemsize
 
@@ -253,13 +260,9 @@ class OursRunner:
         self.prompt_len = tokens.shape[1]
 
     def sizes(self, frames: int) -> dict:
-        from csm.models import PackedLinear
-
         caches = [layer.attn.kv_cache for stack in (self.model.backbone, self.model.decoder) for layer in stack.layers]
         return dict(
-            # On the CPU the transformer Linears are oneDNN-packed: not parameters any more, same bytes.
-            weights_bytes=tensor_bytes(self.model.parameters())
-            + sum(m.nbytes for m in self.model.modules() if isinstance(m, PackedLinear)),
+            weights_bytes=weight_bytes(self.model),
             codec_weights_bytes=tensor_bytes(self.codec.model.parameters()),
             # Static: all max_seq_len slots are allocated up front, whatever the length.
             kv_cache_bytes=sum(c.k.nbytes + c.v.nbytes for c in caches),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench import FRAME_SECONDS, TEMPERATURE, TOPK, ensure_checkpoint, our_frames, prompt_parts
+from bench.bench import FRAME_SECONDS, TEMPERATURE, TOPK, ensure_checkpoint, our_frames, prompt_parts, weight_bytes
 
 
 class StageTimer:
@@ -57,13 +57,6 @@ class StageTimer:
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
-
-
-def weight_bytes(module: torch.nn.Module) -> int:
-    from csm.models import PackedLinear  # CPU: packed weights are not parameters, same bytes
-
-    packed = sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
-    return packed + sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def load(args):

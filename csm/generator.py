@@ -183,9 +183,9 @@ class Generator:
         digest = hashlib.sha1(segment.audio.detach().cpu().float().numpy().tobytes()).hexdigest()
         return segment.speaker, segment.text, digest
 
-    def _segment_frames(self, segment: Segment) -> tuple[Tensor, Tensor]:
+    def _segment_frames(self, segment: Segment, key: tuple | None = None) -> tuple[Tensor, Tensor]:
         """Text then audio frames of a context segment; cached, as presets recur in every request."""
-        key = self._segment_key(segment)
+        key = key or self._segment_key(segment)
         if key not in self._encoded:
             text, text_mask = self._text_frames(segment.speaker, segment.text)
             audio, audio_mask = self._audio_frames(segment.audio)
@@ -274,7 +274,8 @@ class Generator:
 
     def _stream(self, target, context, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
         with self._lock:
-            encoded = [(self._segment_key(s), *self._segment_frames(s)) for s in context]
+            keys = [self._segment_key(s) for s in context]  # hashes the audio: once per segment
+            encoded = [(key, *self._segment_frames(s, key)) for s, key in zip(context, keys)]
             dropped = self.fit_context(len(target[0]), [len(t) for _, t, _ in encoded], max_frames)
             parts = [e for i, e in enumerate(encoded) if i not in dropped] + [(None, *target)]
             info.dropped_context, info.prompt_frames = dropped, sum(len(t) for _, t, _ in parts)

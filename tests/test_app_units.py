@@ -208,11 +208,11 @@ def test_a_full_window_drops_the_oldest_turns_and_keeps_the_voices(tiny_generato
     assert dropped == ["turn 1"]
     assert [c.label for c in kept] == ["voice 0", "voice 1"] + [f"turn {i}" for i in range(2, 8)]
     budget = app.context_budget(tiny_generator, app.Line(1, "Hello."), 125)
-    assert sum(app.clip_frames(tiny_generator, c.segment) for c in kept) <= budget
+    assert sum(tiny_generator.segment_frames(c.segment) for c in kept) <= budget
     # the generator, given what was kept, drops nothing more: the estimate is exact enough
     text_frames = len(tiny_generator.tokenizer.encode_segment(1, "Hello."))
     assert (
-        tiny_generator.fit_context(text_frames, [app.clip_frames(tiny_generator, c.segment) for c in kept], 125) == []
+        tiny_generator.fit_context(text_frames, [tiny_generator.segment_frames(c.segment) for c in kept], 125) == []
     )
 
 
