@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from transformers import DynamicCache, MimiConfig, MimiModel
 from transformers.models.mimi.modeling_mimi import MimiConv1d, MimiConvTranspose1d, MimiResnetBlock
 
+from csm.hub import CheckpointError
+
 DEFAULT_REPO = "kyutai/mimi"
 
 # Mimi checkpoints (kyutai/mimi, and the `codec_model.` tensors of sesame/csm-1b) use the original
@@ -243,8 +245,6 @@ def load_codec(
         try:
             model = MimiModel.from_pretrained(source, revision=revision, token=token, dtype=dtype)
         except OSError as e:  # transformers reports unreachable, missing and gated repos as OSError
-            from csm.loading import CheckpointError
-
             raise CheckpointError(
                 f"cannot load the Mimi codec from {source}: {e}\nThis checkpoint does not carry the codec, so it "
                 f"comes from {source}: connect to the Hub once (it is then cached), or pass a local folder."

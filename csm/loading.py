@@ -29,11 +29,9 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from csm import hub
+from csm.hub import CheckpointError, looks_like_path  # CheckpointError stays importable from here
 from csm.models import FLAVORS, Model, ModelArgs, RopeScaling, TransformerArgs
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be found, read or mapped. The message says what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,33 +44,19 @@ PICKLE_FILES = ("ckpt.pt", "model.pt", "pytorch_model.bin")
 
 
 def hub_file(repo_id: str, filename: str, revision=None, token=None, optional=False) -> Path | None:
-    """Download one file of a Hub repo (or take it from the cache), with errors a person can act on."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub import errors as hub_errors
-
+    """Download one file of a Hub repo (or take it from the cache); CheckpointError says what to do."""
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, token=token))
-    except hub_errors.GatedRepoError as e:
-        raise CheckpointError(
-            f"{repo_id} is a gated repository: accept its terms at https://huggingface.co/{repo_id} "
-            "with your account, then provide a token (set HF_TOKEN, run `hf auth login`, or pass token=...)."
-        ) from e
-    except hub_errors.RepositoryNotFoundError as e:
-        raise CheckpointError(
-            f"{repo_id!r} is neither a local folder nor a Hub repository you can see. "
-            "Check the spelling, or log in (HF_TOKEN) if it is private."
-        ) from e
-    except hub_errors.RevisionNotFoundError as e:
-        raise CheckpointError(f"revision {revision!r} does not exist in {repo_id}.") from e
-    except hub_errors.LocalEntryNotFoundError as e:  # before EntryNotFoundError: it is a subclass
-        raise CheckpointError(
-            f"cannot fetch {filename} of {repo_id}: the Hub is unreachable (or HF_HUB_OFFLINE=1) and the file is "
-            "not in the local cache. Connect to the internet once, or pass a local folder with the checkpoint."
-        ) from e
-    except hub_errors.EntryNotFoundError as e:
-        if optional:
+        return hub.download(repo_id, filename, revision=revision, token=token)
+    except hub.HubFileError as e:
+        if optional and e.reason == hub.NO_FILE:
             return None
-        raise CheckpointError(f"{repo_id} has no file {filename}.") from e
+        raise CheckpointError(e.why + _ADVICE.get(e.reason, ".")) from e
+
+
+_ADVICE = {
+    hub.NO_REPO: "; nor is it a local folder.",
+    hub.NOT_CACHED: ". Connect to the internet once, or pass a local folder with the checkpoint.",
+}
 
 
 @dataclass
@@ -112,10 +96,6 @@ def resolve_checkpoint(name_or_path: str | Path, revision=None, token=None) -> C
         revision=revision,
         token=token,
     )
-
-
-def looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _resolve(source: str, fetch: Callable[[str], Path | None], **where) -> Checkpoint:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from csm import hub
+
 DEFAULT_FALLBACK = "unsloth/Llama-3.2-1B"
 REFERENCE_FALLBACK = "meta-llama/Llama-3.2-1B"  # what the original code uses; gated
 TOKENIZER_FILE = "tokenizer.json"
@@ -76,31 +78,13 @@ def _tokenizer_file(source: str, revision: str | None, token: str | None, cache_
         raise _NotHere(f"the folder has no {TOKENIZER_FILE} (an original-layout checkpoint?)")
     if path.is_file() and path.suffix == ".json":
         return path
-    if source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
+    if hub.looks_like_path(source):
         raise _NotHere("no such folder")
-
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub import errors as hub
-
     try:
-        return Path(
-            hf_hub_download(source, TOKENIZER_FILE, revision=revision, token=token, local_files_only=cache_only)
-        )
-    except hub.GatedRepoError:  # before RepositoryNotFoundError: it is a subclass
-        why = f"gated: accept its terms at https://huggingface.co/{source}, then log in (HF_TOKEN)"
-        raise _NotHere(why) from None
-    except hub.RepositoryNotFoundError:
-        raise _NotHere("no such Hub repository (or it is private and you are not logged in)") from None
-    except hub.RevisionNotFoundError:
-        raise _NotHere(f"revision {revision!r} does not exist") from None
-    except hub.LocalEntryNotFoundError:  # before EntryNotFoundError: it is a subclass
-        offline = constants.is_offline_mode()
-        why = "HF_HUB_OFFLINE is set" if offline else "the Hub was not reached"
-        raise _NotHere(f"not in the local Hugging Face cache and {why}", hub_unreachable=not offline) from None
-    except hub.EntryNotFoundError:
-        raise _NotHere(f"the repository has no {TOKENIZER_FILE} (an original-layout checkpoint?)") from None
-    except (hub.HFValidationError, hub.HfHubHTTPError, OSError) as e:
-        raise _NotHere(f"{type(e).__name__}: {e}") from None
+        return hub.download(source, TOKENIZER_FILE, revision=revision, token=token, cache_only=cache_only)
+    except hub.HubFileError as e:
+        hint = " (an original-layout checkpoint?)" if e.reason == hub.NO_FILE else ""
+        raise _NotHere(e.why + hint, hub_unreachable=e.hub_unreachable) from None
 
 
 class TextTokenizer:
