@@ -359,7 +359,7 @@ _generators_lock = threading.Lock()
 
 def load_csm_1b(device=None, repo_id: str = "sesame/csm-1b", revision: str | None = None, token: str | None = None,
                 dtype: torch.dtype | None = None) -> Generator:  # fmt: skip
-    device = torch.device(device) if device is not None else loading.default_device()
+    device = loading.resolve_device(device)
     dtype = dtype or loading.default_dtype(device)
     key = (str(repo_id), revision, str(device), dtype)
     with _generators_lock:

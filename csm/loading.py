@@ -427,12 +427,54 @@ def _short_list(names: list[str], limit: int = 8) -> str:
 # Building the model
 
 
+class DeviceError(ValueError):
+    """A device that is unknown or not available here. The message lists the ones that are."""
+
+
 def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def available_devices() -> list[str]:
+    """The device names this machine can run the model on, best first."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return [*(["cuda"] if len(cuda) == 1 else cuda), *(["mps"] if torch.backends.mps.is_available() else []), "cpu"]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """None: the best device here. A name or torch.device: checked, so a bad one is a DeviceError, not torch's."""
+    if device is None:
+        return default_device()
+    available = ", ".join(available_devices())
+    if not isinstance(device, (str, torch.device)):
+        raise DeviceError(f"device must be a name such as 'cuda' or 'cpu', got {device!r}; available: {available}")
+    try:
+        resolved = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except RuntimeError:  # torch lists every device type it knows, most of which csm cannot use
+        resolved = None
+    if resolved is None or resolved.type not in ("cuda", "mps", "cpu"):
+        hint = " ('cuda' is the name for an NVIDIA GPU)" if str(device).strip().lower() == "gpu" else ""
+        raise DeviceError(f"unknown device {str(device)!r}{hint}; available here: {available}")
+    if resolved.type == "cuda":
+        _check_cuda(resolved, available)
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        why = "this machine has no Apple GPU" if torch.backends.mps.is_built() else "this torch build has no MPS"
+        raise DeviceError(f"MPS is not available here ({why}); available: {available}")
+    return resolved
+
+
+def _check_cuda(device: torch.device, available: str) -> None:
+    if not torch.cuda.is_available():
+        built = torch.version.cuda is not None or torch.version.hip is not None
+        why = "no GPU found" if built else "this torch build has no CUDA"
+        raise DeviceError(f"CUDA is not available here ({why}); available: {available}")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise DeviceError(f"there is no {device}: this machine has {count} CUDA device(s); available: {available}")
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -443,7 +485,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True) -> Model:
     """The model on `device` in `dtype`. On the CPU, `pack_weights` pre-packs the Linears for oneDNN
     (Model.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout."""
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):
         model = Model(checkpoint.args)  # no memory: every parameter is assigned from the checkpoint

@@ -8,7 +8,7 @@ import torch
 from huggingface_hub import errors as hub_errors
 from safetensors.torch import load_file, save_file
 
-from csm.loading import CheckpointError, codec_weights, load_model, resolve_checkpoint
+from csm.loading import CheckpointError, DeviceError, codec_weights, load_model, resolve_checkpoint, resolve_device
 from csm.models import Model
 from tests.oracle import build_oracle, save_original_layout, save_transformers_layout
 
@@ -154,3 +154,55 @@ def test_sharded_transformers_layout_loads_identically(oracle, tmp_path):
     for k in single:
         assert torch.equal(single[k], sharded[k]), k
     assert Model.from_pretrained(str(sharded_folder), device="cpu").max_seq_len > 0  # the front door too
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """A machine with neither CUDA nor MPS, whatever this one has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_resolve_device_defaults_and_accepts_names_and_devices(cpu_only):
+    assert resolve_device(None) == torch.device("cpu")
+    for name in ("cpu", " CPU ", torch.device("cpu")):
+        assert resolve_device(name) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu", "xla", "meta"])
+def test_unknown_device_names_it_and_lists_what_is_here(cpu_only, name):
+    with pytest.raises(DeviceError, match=rf"unknown device '{name}'.*available here: cpu$"):
+        resolve_device(name)
+    assert issubclass(DeviceError, ValueError)
+
+
+def test_cuda_without_cuda_says_so(cpu_only):
+    why = r"\((this torch build has no CUDA|no GPU found)\)"
+    for name in ("cuda", "cuda:0", torch.device("cuda:1")):
+        with pytest.raises(DeviceError, match=rf"^CUDA is not available here {why}; available: cpu$"):
+            resolve_device(name)
+
+
+def test_cuda_index_past_the_devices_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    message = r"there is no cuda:2: this machine has 2 CUDA device\(s\); available: cuda:0, cuda:1, cpu"
+    with pytest.raises(DeviceError, match=message):
+        resolve_device("cuda:2")
+
+
+def test_mps_without_mps_says_so(cpu_only):
+    with pytest.raises(DeviceError, match=r"MPS is not available here \(.*\); available: cpu"):
+        resolve_device("mps")
+
+
+def test_loading_onto_a_missing_device_fails_before_reading_weights(cpu_only, hf_folder, monkeypatch):
+    from csm.generator import load_csm_1b
+
+    monkeypatch.setattr("csm.loading.TensorSource", lambda *a: pytest.fail("weights were read"))
+    with pytest.raises(DeviceError, match="CUDA is not available here"):
+        Model.from_pretrained(str(hf_folder), device="cuda")
+    with pytest.raises(DeviceError, match="unknown device 'gpu'"):
+        load_csm_1b(device="gpu", repo_id=str(hf_folder))
