@@ -216,7 +216,7 @@ def tensor_bytes(tensors) -> int:
 
 def weight_bytes(module: torch.nn.Module) -> int:
     """The bytes of a module's weights, counting our oneDNN-packed Linears (CPU): not parameters, same bytes."""
-    from csm.models import PackedLinear
+    from csm.packing import PackedLinear
 
     return tensor_bytes(module.parameters()) + sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
 

@@ -32,6 +32,7 @@ from torch import Tensor
 from csm import hub
 from csm.hub import CheckpointError, looks_like_path  # CheckpointError stays importable from here
 from csm.models import FLAVORS, Model, ModelArgs, RopeScaling, TransformerArgs
+from csm.packing import pack_linear_weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,7 +485,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True) -> Model:
     """The model on `device` in `dtype`. On the CPU, `pack_weights` pre-packs the Linears for oneDNN
-    (Model.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout."""
+    (csm.packing.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout."""
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):
@@ -500,7 +501,7 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     del state  # the modules own the tensors now, so packing frees each original as it goes
     model.eval().requires_grad_(False)
     if pack_weights:
-        model.pack_linear_weights()
+        pack_linear_weights(model)
     return model
 
 

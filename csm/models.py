@@ -212,41 +212,6 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
-class PackedLinear(nn.Module):
-    """A bias-free Linear whose weight oneDNN has reordered into its blocked layout (CPU only).
-
-    Same bytes as the weight, but batch-1 products stream them about 1.5x faster than `F.linear`
-    on the plain layout, and a decode step is nothing but such products. bf16 results are
-    bit-identical to `F.linear`; fp32 ones differ in the last bits (summation order). The packed
-    weight is not a parameter, so a packed model's state_dict leaves it out: load with
-    `pack_weights=False` to get a model to save or train.
-    """
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.nbytes = linear.weight.nbytes
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, None, "none", [], "")
-        return y.view(*x.shape[:-1], self.out_features)
-
-
-def can_pack_linear(dtype: torch.dtype) -> bool:
-    """Whether this build and CPU run oneDNN-packed products in `dtype` (checked on a tiny one)."""
-    if not torch.backends.mkldnn.is_available() or dtype not in (torch.float32, torch.bfloat16):
-        return False
-    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return False
-    try:
-        probe = nn.Linear(16, 8, bias=False, dtype=dtype)
-        x = torch.ones(2, 16, dtype=dtype)
-        return torch.allclose(PackedLinear(probe)(x).float(), probe(x).float(), atol=1e-2)
-    except (RuntimeError, AttributeError):
-        return False
-
-
 class Block(nn.Module):
     def __init__(self, args: TransformerArgs):
         super().__init__()
@@ -380,22 +345,6 @@ class Model(nn.Module):
         self.backbone.reset_cache()
         self.decoder.reset_cache()
         self.cache_epoch += 1
-
-    def pack_linear_weights(self) -> int:
-        """CPU: swap the transformer stacks' and the projection's Linears for PackedLinear; returns how many.
-
-        Inference only (no autograd through packed weights). Does nothing where oneDNN cannot run them.
-        """
-        if self.device.type != "cpu" or not can_pack_linear(self.dtype):
-            return 0
-        # codebook0_head stays a Linear: it is small, and `device` / `dtype` read its weight.
-        stacks = [module for stack in (self.backbone, self.decoder) for module in stack.modules()]
-        slots = [(self, "projection")] + [
-            (module, name) for module in stacks for name, child in module.named_children() if isinstance(child, nn.Linear)
-        ]
-        for module, name in slots:
-            setattr(module, name, PackedLinear(getattr(module, name)))
-        return len(slots)
 
     def caches_are_enabled(self) -> bool:
         return self.backbone.cache_len > 0

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from csm.loading import load_model, resolve_checkpoint
-from csm.models import Model, PackedLinear, can_pack_linear
+from csm.models import Model
+from csm.packing import PackedLinear, can_pack_linear, pack_linear_weights
 from tests.oracle import build_oracle, our_frames, save_transformers_layout
 from tests.test_model_oracle import our_greedy_frames, prompt_parts
 
@@ -32,6 +33,16 @@ def test_cpu_loading_packs_every_transformer_linear(folder):
     assert len(packed) == 4 * layers + 1  # qkv, o, gate_up, down per layer, and the projection
     assert not any(isinstance(m, torch.nn.Linear) for m in [*fast.backbone.modules(), *fast.decoder.modules()])
     assert not any(isinstance(m, PackedLinear) for m in load(folder, torch.float32, pack=False).modules())
+
+
+def test_packing_is_a_function_that_packs_once_and_never_off_its_dtypes(folder):
+    model = load(folder, torch.float32, pack=False)
+    layers = len(model.backbone.layers) + len(model.decoder.layers)
+    assert pack_linear_weights(model) == 4 * layers + 1
+    assert pack_linear_weights(model) == 0  # already packed: nothing left to swap
+    assert isinstance(model.projection, PackedLinear) and not isinstance(model.codebook0_head, PackedLinear)
+    half = load(folder, torch.float16, pack=False)  # oneDNN packs fp32 and bf16 only
+    assert pack_linear_weights(half) == 0 and not any(isinstance(m, PackedLinear) for m in half.modules())
 
 
 def test_fast_path_gives_the_plain_path_frames(folder):

@@ -1,0 +1,68 @@
+"""CPU weight packing: the model's Linears swapped for oneDNN-packed ones, ~1.5x faster batch-1 decode.
+
+Kept apart from csm.models, which is the plain model: packing is an inference-time optimisation
+that `csm.loading.load_model` applies (pack_weights=True) after the weights are in place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from csm.models import Model
+
+
+class PackedLinear(nn.Module):
+    """A bias-free Linear whose weight oneDNN has reordered into its blocked layout (CPU only).
+
+    Same bytes as the weight, but batch-1 products stream them about 1.5x faster than `F.linear`
+    on the plain layout, and a decode step is nothing but such products. bf16 results are
+    bit-identical to `F.linear`; fp32 ones differ in the last bits (summation order). The packed
+    weight is not a parameter, so a packed model's state_dict leaves it out: load with
+    `pack_weights=False` to get a model to save or train.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.nbytes = linear.weight.nbytes
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, None, "none", [], "")
+        return y.view(*x.shape[:-1], self.out_features)
+
+
+def can_pack_linear(dtype: torch.dtype) -> bool:
+    """Whether this build and CPU run oneDNN-packed products in `dtype` (checked on a tiny one)."""
+    if not torch.backends.mkldnn.is_available() or dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    try:
+        probe = nn.Linear(16, 8, bias=False, dtype=dtype)
+        x = torch.ones(2, 16, dtype=dtype)
+        return torch.allclose(PackedLinear(probe)(x).float(), probe(x).float(), atol=1e-2)
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def pack_linear_weights(model: Model) -> int:
+    """CPU: swap the transformer stacks' and the projection's Linears for PackedLinear; returns how many.
+
+    Inference only (no autograd through packed weights). Does nothing where oneDNN cannot run them.
+    """
+    if model.device.type != "cpu" or not can_pack_linear(model.dtype):
+        return 0
+    # codebook0_head stays a Linear: it is small, and `device` / `dtype` read its weight.
+    modules = [model, *model.backbone.modules(), *model.decoder.modules()]
+    slots = [
+        (module, name)
+        for module in modules
+        for name, child in module.named_children()
+        if isinstance(child, nn.Linear) and (module is not model or name == "projection")
+    ]
+    for module, name in slots:
+        setattr(module, name, PackedLinear(getattr(module, name)))
+    return len(slots)
