@@ -48,11 +48,11 @@ class TransformerArgs:
     norm_eps: float = 1e-5
     rope_base: float = 500_000.0
     rope_scaling: RopeScaling | None = field(default_factory=RopeScaling)
-    head_dim: int | None = None
+    head_dim: int | None = None  # None: embed_dim // num_heads; always an int once constructed
 
-    @property
-    def head_size(self) -> int:
-        return self.head_dim or self.embed_dim // self.num_heads
+    def __post_init__(self):
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.embed_dim // self.num_heads)  # frozen: set it once, here
 
 
 # The two named sizes of the reference implementation.
@@ -111,7 +111,7 @@ class RMSNorm(nn.Module):
 
 
 def rope_inverse_frequencies(args: TransformerArgs) -> Tensor:
-    dim = args.head_size
+    dim = args.head_dim
     inv_freq = 1.0 / (args.rope_base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     s = args.rope_scaling
     if s is None:
@@ -130,7 +130,7 @@ def rope_inverse_frequencies(args: TransformerArgs) -> Tensor:
 
 
 def rope_tables(args: TransformerArgs, max_positions: int) -> tuple[Tensor, Tensor]:
-    """cos and sin, [max_positions, head_size], in the "rotate halves" channel order."""
+    """cos and sin, [max_positions, head_dim], in the "rotate halves" channel order."""
     positions = torch.arange(max_positions, dtype=torch.float32)
     freqs = positions[:, None] * rope_inverse_frequencies(args)[None, :]
     freqs = torch.cat([freqs, freqs], dim=-1)
@@ -167,7 +167,7 @@ class KVCache(nn.Module):
 class Attention(nn.Module):
     def __init__(self, args: TransformerArgs):
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = args.num_heads, args.num_kv_heads, args.head_size
+        self.num_heads, self.num_kv_heads, self.head_dim = args.num_heads, args.num_kv_heads, args.head_dim
         q_dim, kv_dim = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.split = [q_dim, kv_dim, kv_dim]
         # q, k and v in one matmul: one kernel instead of three in the per-token decode step.
@@ -241,7 +241,7 @@ class Transformer(nn.Module):
     def setup_cache(self, batch_size: int, max_seq_len: int, dtype, device) -> None:
         for layer in self.layers:
             layer.attn.kv_cache = KVCache(
-                batch_size, self.args.num_kv_heads, max_seq_len, self.args.head_size, dtype, device
+                batch_size, self.args.num_kv_heads, max_seq_len, self.args.head_dim, dtype, device
             )
         cos, sin = rope_tables(self.args, max_seq_len)
         self.register_buffer("rope_cos", cos.to(device), persistent=False)
