@@ -15,7 +15,7 @@ import random
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,35 +23,29 @@ from torch import Tensor
 from csm import loading
 from csm.codec import MimiCodec, load_codec
 from csm.frame_step import FrameStep
+from csm.inputs import (  # Segment and FRAME_MS: also imported from here by callers
+    FRAME_MS,
+    Segment,
+    check_context,
+    check_max_length,
+    check_sampling,
+    check_seed,
+    check_speaker,
+    check_text,
+)
 from csm.models import Model
 from csm.text import TextTokenizer
 
-FRAME_MS = 80  # Mimi: 12.5 frames per second
 FIRST_CHUNK_FRAMES = 2  # small first chunk: time to first audio
 CHUNK_FRAMES = 8  # then ~0.64 s per chunk: fewer host syncs and decoder calls
 
 
-@dataclass
-class Segment:
-    """One turn of a conversation: who spoke, what they said, and the 1-D audio at the generator's rate."""
+class PromptPart(NamedTuple):
+    """One piece of a prompt as frames: a context segment (key: its cache key) or the target text (key None)."""
 
-    speaker: int
-    text: str
-    audio: Tensor
-
-    @classmethod
-    def from_audio(cls, speaker: int, text: str, audio, sample_rate: int, target_rate: int = 24_000) -> "Segment":
-        """Any channel count and sample rate -> a mono Segment at `target_rate`."""
-        from csm.audio import to_mono
-
-        return cls(speaker, text, to_mono(audio, sample_rate, target_rate))
-
-    @classmethod
-    def from_file(cls, speaker: int, text: str, path, target_rate: int = 24_000) -> "Segment":
-        from csm.audio import load_audio
-
-        audio, rate = load_audio(path)
-        return cls.from_audio(speaker, text, audio, rate, target_rate)
+    key: tuple | None
+    tokens: Tensor  # [S, N+1]
+    mask: Tensor  # [S, N+1], bool: which columns are present
 
 
 @dataclass
@@ -89,54 +83,6 @@ class GenerationStream:
 
 
 # ---------------------------------------------------------------------------------------------
-# Input checks: every bad input is a ValueError a person can act on.
-
-
-def check_speaker(speaker, what: str = "speaker") -> None:
-    if isinstance(speaker, bool) or not isinstance(speaker, int) or speaker < 0:
-        raise ValueError(f"{what} must be a non-negative integer speaker ID such as 0 or 1, got {speaker!r}")
-
-
-def check_text(text, what: str = "text") -> None:
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{what} is empty: type what should be said")
-
-
-def check_settings(temperature, topk, max_audio_length_ms) -> None:
-    if not isinstance(temperature, (int, float)) or not temperature > 0 or temperature != temperature:
-        raise ValueError(f"temperature must be a number above 0 (0.9 is typical), got {temperature!r}")
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ValueError(f"top-k must be an integer of at least 1 (50 is typical; 1 is greedy), got {topk!r}")
-    if not isinstance(max_audio_length_ms, (int, float)) or not max_audio_length_ms >= FRAME_MS:
-        raise ValueError(f"max_audio_length_ms must be at least {FRAME_MS} (one frame), got {max_audio_length_ms!r}")
-
-
-def check_segment(segment: Segment, index: int, samples_per_frame: int, sample_rate: int) -> None:
-    where = f"context clip {index + 1}"
-    if not isinstance(segment, Segment):
-        raise ValueError(f"{where} must be a csm.generator.Segment, got {type(segment).__name__}")
-    check_speaker(segment.speaker, f"{where}: speaker")
-    if not isinstance(segment.text, str) or not segment.text.strip():
-        raise ValueError(f"{where} has no transcript: type the words spoken in the clip")
-    audio = segment.audio
-    if not isinstance(audio, Tensor) or audio.dim() != 1:
-        shape = tuple(audio.shape) if isinstance(audio, Tensor) else type(audio).__name__
-        raise ValueError(
-            f"{where}: audio must be a 1-D float tensor at {sample_rate} Hz, got {shape}; "
-            "use Segment.from_audio(...) to convert other rates and channel counts"
-        )
-    if audio.numel() == 0:
-        raise ValueError(f"{where}: the audio is empty")
-    if not torch.isfinite(audio).all():
-        raise ValueError(f"{where}: the audio contains NaN or infinite samples")
-    if audio.numel() < samples_per_frame:
-        raise ValueError(
-            f"{where}: the audio is {1000 * audio.numel() / sample_rate:.0f} ms long, shorter than one "
-            f"{FRAME_MS} ms frame; use a clip of at least a second"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 class Generator:
@@ -152,7 +98,7 @@ class Generator:
         self.num_codebooks = model.num_codebooks
         self.last_generation: GenerationInfo | None = None
         self._lock = threading.Lock()
-        self._encoded: OrderedDict[tuple, Tensor] = OrderedDict()  # LRU of encoded context segments
+        self._encoded: OrderedDict[tuple, PromptPart] = OrderedDict()  # LRU of encoded context segments
         model.setup_caches(1)
         self.frame_step = FrameStep(model)
         # The context segments whose KV the backbone cache holds, in order from position 0, and the
@@ -183,13 +129,16 @@ class Generator:
         digest = hashlib.sha1(segment.audio.detach().cpu().float().numpy().tobytes()).hexdigest()
         return segment.speaker, segment.text, digest
 
-    def _segment_frames(self, segment: Segment, key: tuple | None = None) -> tuple[Tensor, Tensor]:
+    def _target_part(self, speaker: int, text: str) -> PromptPart:
+        return PromptPart(None, *self._text_frames(speaker, text))
+
+    def _segment_part(self, segment: Segment, key: tuple | None = None) -> PromptPart:
         """Text then audio frames of a context segment; cached, as presets recur in every request."""
         key = key or self._segment_key(segment)
         if key not in self._encoded:
             text, text_mask = self._text_frames(segment.speaker, segment.text)
             audio, audio_mask = self._audio_frames(segment.audio)
-            self._encoded[key] = (torch.cat([text, audio]), torch.cat([text_mask, audio_mask]))
+            self._encoded[key] = PromptPart(key, torch.cat([text, audio]), torch.cat([text_mask, audio_mask]))
             if len(self._encoded) > 64:
                 self._encoded.popitem(last=False)
         self._encoded.move_to_end(key)
@@ -258,27 +207,24 @@ class Generator:
         """
         check_text(text)
         check_speaker(speaker)
-        check_settings(temperature, topk, max_audio_length_ms)
-        context = list(context or [])
-        for i, segment in enumerate(context):
-            check_segment(segment, i, self.codec.samples_per_frame, self.sample_rate)
-        if seed is None:
-            seed = random.randrange(2**31)
-        elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        check_sampling(temperature, topk)
+        check_max_length(max_audio_length_ms)
+        context = check_context(context, self.codec.samples_per_frame, self.sample_rate)
+        check_seed(seed)
+        info = GenerationInfo(seed=random.randrange(2**31) if seed is None else seed)
         max_frames = int(max_audio_length_ms // FRAME_MS)
-        target = self._text_frames(speaker, text)
-        self._budget(len(target[0]), max_frames)  # raises now if the text alone cannot fit
-        info = GenerationInfo(seed=seed)
-        return GenerationStream(self._stream(target, context, max_frames, temperature, topk, info), info)
+        target = self._target_part(speaker, text)
+        self._budget(len(target.tokens), max_frames)  # raises now if the text alone cannot fit
+        chunks = self._stream(target, context, max_frames, temperature, topk, info)
+        return GenerationStream(chunks, info)
 
-    def _stream(self, target, context, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
+    def _stream(self, target: PromptPart, context, max_frames, temperature, topk, info) -> Iterator[Tensor]:
         with self._lock:
             keys = [self._segment_key(s) for s in context]  # hashes the audio: once per segment
-            encoded = [(key, *self._segment_frames(s, key)) for s, key in zip(context, keys)]
-            dropped = self.fit_context(len(target[0]), [len(t) for _, t, _ in encoded], max_frames)
-            parts = [e for i, e in enumerate(encoded) if i not in dropped] + [(None, *target)]
-            info.dropped_context, info.prompt_frames = dropped, sum(len(t) for _, t, _ in parts)
+            encoded = [self._segment_part(s, key) for s, key in zip(context, keys)]
+            dropped = self.fit_context(len(target.tokens), [len(p.tokens) for p in encoded], max_frames)
+            parts = [part for i, part in enumerate(encoded) if i not in dropped] + [target]
+            info.dropped_context, info.prompt_frames = dropped, sum(len(part.tokens) for part in parts)
             self.last_generation = info
 
             torch.manual_seed(info.seed)
@@ -287,7 +233,7 @@ class Generator:
                 yield decoder.decode(codes).cpu()
 
     @torch.inference_mode()
-    def _prefill(self, parts: list[tuple], temperature: float, topk: int, info: GenerationInfo) -> Tensor:
+    def _prefill(self, parts: list[PromptPart], temperature: float, topk: int, info: GenerationInfo) -> Tensor:
         """Fill the backbone cache with the prompt and sample the first frame [1, N].
 
         The prompt goes in one part (context segment, then the target text) at a time. The leading
@@ -300,22 +246,22 @@ class Generator:
         self.frame_step.prepare(temperature, topk)  # may capture a CUDA graph (resets the caches)
         reuse = 0
         if self._cached_epoch == model.cache_epoch:
-            for (key, _, _), cached in zip(parts[:-1], self._cached_segments):
-                if key != cached:
+            for part, cached_key in zip(parts[:-1], self._cached_segments):
+                if part.key != cached_key:
                     break
                 reuse += 1
         self._cached_segments = []  # until this prefill has completed
-        start = info.reused_prompt_frames = sum(len(tokens) for _, tokens, _ in parts[:reuse])
-        for key, tokens, mask in parts[reuse:]:
+        start = info.reused_prompt_frames = sum(len(part.tokens) for part in parts[:reuse])
+        for part in parts[reuse:]:
             # Slots past the prompt may hold an older request's KV: causal masking (and, on the
             # CPU, attending over the written slots only) keeps them out, so no reset is needed.
-            positions = torch.arange(start, start + len(tokens), device=self.device)[None]
-            if key is None:  # the target text, last: it gives the first frame
-                frame = model.generate_frame(tokens[None], mask[None], positions, temperature, topk)
+            positions = torch.arange(start, start + len(part.tokens), device=self.device)[None]
+            if part.key is None:  # the target text, last: it gives the first frame
+                frame = model.generate_frame(part.tokens[None], part.mask[None], positions, temperature, topk)
             else:
-                model.backbone_hidden(tokens[None], mask[None], positions)
-            start += len(tokens)
-        self._cached_segments = [key for key, _, _ in parts[:-1]]
+                model.backbone_hidden(part.tokens[None], part.mask[None], positions)
+            start += len(part.tokens)
+        self._cached_segments = [part.key for part in parts[:-1]]
         self._cached_epoch = model.cache_epoch
         return frame
 

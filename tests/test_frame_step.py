@@ -26,8 +26,8 @@ def plain_frames(model, tokens, mask, num_frames: int, topk: int = 1) -> torch.T
 
 
 def prompt(generator, context, text, speaker):
-    parts = [generator._segment_frames(s) for s in context] + [generator._text_frames(speaker, text)]
-    return torch.cat([t for t, _ in parts])[None], torch.cat([m for _, m in parts])[None]
+    parts = [generator._segment_part(s) for s in context] + [generator._target_part(speaker, text)]
+    return torch.cat([part.tokens for part in parts])[None], torch.cat([part.mask for part in parts])[None]
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

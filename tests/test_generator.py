@@ -115,8 +115,7 @@ def test_streams_from_two_threads_are_served_one_after_the_other(generator):
 def test_segment_frames_counts_what_the_prompt_holds(generator, samples):
     segment = Segment(1, "how many frames?", clip(samples / 24_000))
     assert segment.audio.numel() == samples
-    tokens, _ = generator._segment_frames(segment)
-    assert generator.segment_frames(segment) == len(tokens)
+    assert generator.segment_frames(segment) == len(generator._segment_part(segment).tokens)
 
 
 def test_context_budget_is_the_window_left_after_text_and_reply(generator):
