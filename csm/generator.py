@@ -28,6 +28,7 @@ from csm.inputs import (  # Segment and FRAME_MS: also imported from here by cal
     Segment,
     check_context,
     check_max_length,
+    check_pinned,
     check_sampling,
     check_seed,
     check_speaker,
@@ -46,6 +47,14 @@ class PromptPart(NamedTuple):
     key: tuple | None
     tokens: Tensor  # [S, N+1]
     mask: Tensor  # [S, N+1], bool: which columns are present
+
+
+@dataclass
+class ContextPlan:
+    """What a generation will do with its context: the indices it drops (ascending) and the prompt's frames."""
+
+    dropped: list[int]
+    prompt_frames: int
 
 
 @dataclass
@@ -149,6 +158,8 @@ class Generator:
         text = len(self.tokenizer.encode_segment(segment.speaker, segment.text))
         return text + -(-segment.audio.numel() // self.codec.samples_per_frame) + 1  # Mimi pads the last frame
 
+    # -- fitting the context into the window ------------------------------------------------------
+
     def context_budget(self, text: str, speaker: int, max_audio_length_ms: float) -> int:
         """Frames left for context once the text and the longest reply are reserved; ValueError if none."""
         target_frames = len(self.tokenizer.encode_segment(speaker, text))
@@ -164,16 +175,36 @@ class Generator:
             )
         return budget
 
-    def fit_context(self, target_frames: int, context_frames: list[int], max_frames: int) -> list[int]:
-        """Indices of the context segments to drop, oldest first, so the prompt plus output fits."""
+    def fit_context(self, target_frames: int, context_frames: list[int], max_frames: int, pinned: int = 0) -> list[int]:
+        """Indices (ascending) of the context segments to drop so that the prompt plus output fits.
+
+        The oldest go first, except the first `pinned` (speaker prompts: they keep each voice
+        recognisable), which go only once every later segment has gone.
+        """
+        check_pinned(pinned, len(context_frames))
         budget = self._budget(target_frames, max_frames)
+        order = [*range(pinned, len(context_frames)), *range(pinned)]
         dropped, total = [], sum(context_frames)
-        for i, n in enumerate(context_frames):
+        for i in order:
             if total <= budget:
                 break
             dropped.append(i)
-            total -= n
-        return dropped
+            total -= context_frames[i]
+        return sorted(dropped)
+
+    def plan_context(self, text: str, speaker: int, context: list[Segment], max_audio_length_ms: float = 90_000,
+                     pinned: int = 0) -> ContextPlan:  # fmt: skip
+        """What `generate_stream` with these arguments will drop, and the prompt's length, without running the codec."""
+        check_text(text)
+        check_speaker(speaker)
+        check_max_length(max_audio_length_ms)
+        context = check_context(context, self.codec.samples_per_frame, self.sample_rate)
+        check_pinned(pinned, len(context))
+        target_frames = len(self.tokenizer.encode_segment(speaker, text))
+        sizes = [self.segment_frames(segment) for segment in context]
+        dropped = self.fit_context(target_frames, sizes, int(max_audio_length_ms // FRAME_MS), pinned)
+        kept = sum(n for i, n in enumerate(sizes) if i not in dropped)
+        return ContextPlan(dropped=dropped, prompt_frames=kept + target_frames)
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -186,9 +217,11 @@ class Generator:
         temperature: float = 0.9,
         topk: int = 50,
         seed: int | None = None,
+        pinned: int = 0,
     ) -> Tensor:
         """The whole utterance as 1-D float audio at `sample_rate`."""
-        chunks = list(self.generate_stream(text, speaker, context, max_audio_length_ms, temperature, topk, seed))
+        stream = self.generate_stream(text, speaker, context, max_audio_length_ms, temperature, topk, seed, pinned)
+        chunks = list(stream)
         return torch.cat(chunks) if chunks else torch.zeros(0)
 
     def generate_stream(
@@ -200,29 +233,33 @@ class Generator:
         temperature: float = 0.9,
         topk: int = 50,
         seed: int | None = None,
+        pinned: int = 0,
     ) -> GenerationStream:
         """1-D audio chunks as frames are produced; the stream's `info` (and `last_generation`) describe the run.
 
-        Bad input raises here, before any chunk; the work starts with the first `next()`.
+        When the context does not fit the window, segments are dropped as `fit_context` says: the
+        oldest first, the first `pinned` (speaker prompts) last. Bad input raises here, before any
+        chunk; the work starts with the first `next()`.
         """
         check_text(text)
         check_speaker(speaker)
         check_sampling(temperature, topk)
         check_max_length(max_audio_length_ms)
         context = check_context(context, self.codec.samples_per_frame, self.sample_rate)
+        check_pinned(pinned, len(context))
         check_seed(seed)
         info = GenerationInfo(seed=random.randrange(2**31) if seed is None else seed)
         max_frames = int(max_audio_length_ms // FRAME_MS)
         target = self._target_part(speaker, text)
         self._budget(len(target.tokens), max_frames)  # raises now if the text alone cannot fit
-        chunks = self._stream(target, context, max_frames, temperature, topk, info)
+        chunks = self._stream(target, context, pinned, max_frames, temperature, topk, info)
         return GenerationStream(chunks, info)
 
-    def _stream(self, target: PromptPart, context, max_frames, temperature, topk, info) -> Iterator[Tensor]:
+    def _stream(self, target: PromptPart, context, pinned, max_frames, temperature, topk, info) -> Iterator[Tensor]:
         with self._lock:
             keys = [self._segment_key(s) for s in context]  # hashes the audio: once per segment
             encoded = [self._segment_part(s, key) for s, key in zip(context, keys)]
-            dropped = self.fit_context(len(target.tokens), [len(p.tokens) for p in encoded], max_frames)
+            dropped = self.fit_context(len(target.tokens), [len(p.tokens) for p in encoded], max_frames, pinned)
             parts = [part for i, part in enumerate(encoded) if i not in dropped] + [target]
             info.dropped_context, info.prompt_frames = dropped, sum(len(part.tokens) for part in parts)
             self.last_generation = info

@@ -96,3 +96,10 @@ def check_context(context, samples_per_frame: int, sample_rate: int) -> list[Seg
         check_segment(segment, i, samples_per_frame, sample_rate)
     return context
 
+
+def check_pinned(pinned, context_length: int) -> None:
+    if isinstance(pinned, bool) or not isinstance(pinned, int) or not 0 <= pinned <= context_length:
+        raise ValueError(
+            f"pinned (how many leading context clips are speaker prompts, dropped last) must be an integer "
+            f"from 0 to {context_length}, the number of context clips; got {pinned!r}"
+        )

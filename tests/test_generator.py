@@ -203,6 +203,49 @@ def test_context_overflow_drops_oldest_segments_and_reports_them(small_window):
     assert audio.numel() == info.frames * SPF
 
 
+@pytest.mark.parametrize("pinned", [0, 2])
+def test_plan_context_says_what_generation_then_drops(small_window, pinned, monkeypatch):
+    segments = context(4, seconds=1.5)
+    kwargs = dict(text="What now?", speaker=1, context=segments, max_audio_length_ms=3200, pinned=pinned)
+    with monkeypatch.context() as patch:  # planning counts frames: it never runs the codec
+        patch.setattr(small_window.codec, "encode", lambda *a: pytest.fail("plan_context ran the codec"))
+        plan = small_window.plan_context(**kwargs)
+    stream = small_window.generate_stream(**kwargs, seed=0)
+    list(stream)
+    assert plan.dropped and plan.dropped == stream.info.dropped_context
+    assert plan.prompt_frames == stream.info.prompt_frames
+    # Speaker prompts (the first `pinned`) stay; the conversation's oldest turns go first.
+    assert plan.dropped[0] == pinned and not set(plan.dropped) & set(range(pinned))
+
+
+def test_fit_context_drops_pinned_segments_last(generator):
+    # A 100-frame budget: the window minus 10 text frames and the longest reply.
+    target, max_frames = 10, generator.model.max_seq_len - 110
+
+    def fit(frames, pinned):
+        return generator.fit_context(target, frames, max_frames, pinned=pinned)
+
+    five = [30] * 5  # 150 frames: two of them must go
+    assert fit(five, pinned=0) == [0, 1]
+    assert fit(five, pinned=2) == [2, 3]
+    assert fit(five, pinned=4) == [0, 4]  # ascending, though 4 went first
+    assert fit(five, pinned=5) == [0, 1]  # all pinned: oldest first again
+    assert fit([60, 50, 20, 20], pinned=2) == [0, 2, 3]  # only once every later one has gone does a prompt go
+    assert fit([80, 20, 30], pinned=1) == [1, 2]
+    assert fit([50, 50], pinned=1) == []  # it fits: nothing goes
+    assert generator.fit_context(target, five, max_frames) == fit(five, pinned=0)  # the default keeps the old policy
+
+
+@pytest.mark.parametrize("pinned", [-1, 3, True, 1.5, "1", None])
+def test_bad_pinned_is_a_clear_value_error(generator, pinned):
+    with pytest.raises(ValueError, match=r"pinned .* from 0 to 2"):
+        generator.fit_context(10, [5, 5], 100, pinned=pinned)
+    with pytest.raises(ValueError, match=r"pinned .* from 0 to 2"):
+        generator.generate_stream("Hi.", 0, context(2), max_audio_length_ms=400, pinned=pinned)
+    with pytest.raises(ValueError, match=r"pinned .* from 0 to 2"):
+        generator.plan_context("Hi.", 0, context(2), max_audio_length_ms=400, pinned=pinned)
+
+
 def test_everything_fits_nothing_dropped(small_window):
     small_window.generate("Short.", 0, context(1), max_audio_length_ms=800, seed=0)
     assert small_window.last_generation.dropped_context == []
