@@ -346,9 +346,6 @@ class Model(nn.Module):
         self.decoder.reset_cache()
         self.cache_epoch += 1
 
-    def caches_are_enabled(self) -> bool:
-        return self.backbone.cache_len > 0
-
     # -- embeddings -----------------------------------------------------------------------------
 
     def embed_audio(self, codebook: int, tokens: Tensor) -> Tensor:

@@ -25,7 +25,6 @@ from tokenizers import Tokenizer
 from csm import hub
 
 DEFAULT_FALLBACK = "unsloth/Llama-3.2-1B"
-REFERENCE_FALLBACK = "meta-llama/Llama-3.2-1B"  # what the original code uses; gated
 TOKENIZER_FILE = "tokenizer.json"
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -104,10 +103,6 @@ class TextTokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, revision=None, token=None, fallback=DEFAULT_FALLBACK):
         return cls(load_text_tokenizer(name_or_path, revision=revision, token=token, fallback=fallback))
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` alone: no BOS/EOS, whatever the post-processor would add."""
