@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from csm import loading
+from csm.checkpoint import Checkpoint, resolve_checkpoint
 from csm.codec import MimiCodec, load_codec
 from csm.frame_step import FrameStep
 from csm.inputs import (  # Segment and FRAME_MS: also imported from here by callers
@@ -352,7 +353,7 @@ def load_csm_1b(device=None, repo_id: str = "sesame/csm-1b", revision: str | Non
 
 
 def _build_generator(repo_id, revision, token, device, dtype) -> Generator:
-    checkpoint = loading.resolve_checkpoint(repo_id, revision=revision, token=token)
+    checkpoint = resolve_checkpoint(repo_id, revision=revision, token=token)
     model = loading.load_model(checkpoint, device=device, dtype=dtype)
     tokenizer_file = checkpoint.other_file("tokenizer.json")
     tokenizer = TextTokenizer.from_pretrained(tokenizer_file.parent if tokenizer_file else repo_id, token=token)
@@ -366,7 +367,7 @@ def _build_generator(repo_id, revision, token, device, dtype) -> Generator:
     return Generator(model, tokenizer, codec, description=_describe(checkpoint))
 
 
-def _describe(checkpoint: loading.Checkpoint) -> str:
+def _describe(checkpoint: Checkpoint) -> str:
     marker = checkpoint.other_file("csm_studio.json")
     if marker is not None:
         import json

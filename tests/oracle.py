@@ -108,7 +108,7 @@ def original_state_dict(model: CsmForConditionalGeneration) -> dict[str, torch.T
 
 def original_config(model: CsmForConditionalGeneration) -> dict:
     """The original layout's config, with explicit sizes in place of the flavor names."""
-    from csm.loading import args_from_transformers_config
+    from csm.checkpoint import args_from_transformers_config
 
     args = args_from_transformers_config(model.config.to_dict())
     return dict(
