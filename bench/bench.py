@@ -280,7 +280,9 @@ class OursRunner:
         self.step.prepare(TEMPERATURE, TOPK)  # captures the CUDA graph the first time (in the warm-up)
         held = self.prompt_len - TARGET_TEXT_TOKENS if context_cached else 0
         if held:  # an earlier request's work: not timed
-            model.backbone_hidden(self.tokens[:, :held], self.mask[:, :held], torch.arange(held, device=self.device)[None])
+            model.backbone_hidden(
+                self.tokens[:, :held], self.mask[:, :held], torch.arange(held, device=self.device)[None]
+            )
         start = synced_clock(self.device)
         if not held:
             model.reset_caches()
@@ -396,7 +398,9 @@ class Worker:
 
     def first_audio(self, seed: int, context_cached: bool = False) -> dict:
         load = os.getloadavg()[0]
-        codes, start, times = self.runner.generate(FIRST_AUDIO_FRAMES, seed, **({"context_cached": True} if context_cached else {}))
+        codes, start, times = self.runner.generate(
+            FIRST_AUDIO_FRAMES, seed, **({"context_cached": True} if context_cached else {})
+        )
         first, last = times[0], times[-1]
         audio = self.runner.decode_audio(codes)
         done = time.perf_counter()  # decode_audio returns the samples on the host: nothing is pending
@@ -506,7 +510,9 @@ def measure(folder: Path, args, log_dir: Path) -> tuple[dict, str]:
                     print(f"repeat {repeat + 1}/{args.repeats} {name} {op}: {brief(result)}", file=sys.stderr)
             result = workers["ours"].call("first_audio", seed=args.seed + repeat, context_cached=True)
             runs["ours"]["first_audio_context_cached"].append(result)
-            print(f"repeat {repeat + 1}/{args.repeats} ours first_audio, context cached: {brief(result)}", file=sys.stderr)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} ours first_audio, context cached: {brief(result)}", file=sys.stderr
+            )
         memory = {name: w.call("memory") for name, w in workers.items()}
     finally:
         for w in workers.values():

@@ -291,9 +291,7 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     source = TensorSource(checkpoint.weight_files)
     # copy=True: a CPU tensor would otherwise stay a view of the memory-mapped file, which keeps
     # the whole file mapped (and counted in RSS) for as long as the model lives.
-    state = {
-        name: t.to(device=device, dtype=dtype, copy=True) for name, t in mapped_tensors(checkpoint, model, source)
-    }
+    state = {name: t.to(device=device, dtype=dtype, copy=True) for name, t in mapped_tensors(checkpoint, model, source)}
     del source  # unmaps the files
     model.load_state_dict(state, strict=True, assign=True)
     del state  # the modules own the tensors now, so packing frees each original as it goes
@@ -309,5 +307,5 @@ def codec_weights(checkpoint: Checkpoint) -> tuple[dict, dict[str, Tensor]] | No
         return None
     source = TensorSource(checkpoint.weight_files)
     prefix = "codec_model."
-    state = {k[len(prefix):]: source.get(k) for k in source.keys() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: source.get(k) for k in source.keys() if k.startswith(prefix)}
     return (checkpoint.config["codec_config"], state) if state else None

@@ -57,12 +57,8 @@ class TransformerArgs:
 
 # The two named sizes of the reference implementation.
 FLAVORS: dict[str, TransformerArgs] = {
-    "llama-1B": TransformerArgs(
-        num_layers=16, num_heads=32, num_kv_heads=8, embed_dim=2048, intermediate_dim=8192
-    ),
-    "llama-100M": TransformerArgs(
-        num_layers=4, num_heads=8, num_kv_heads=2, embed_dim=1024, intermediate_dim=8192
-    ),
+    "llama-1B": TransformerArgs(num_layers=16, num_heads=32, num_kv_heads=8, embed_dim=2048, intermediate_dim=8192),
+    "llama-100M": TransformerArgs(num_layers=4, num_heads=8, num_kv_heads=2, embed_dim=1024, intermediate_dim=8192),
 }
 
 
@@ -194,9 +190,7 @@ class Attention(nn.Module):
                 q = q.reshape(batch, self.num_kv_heads, group, self.head_dim)
                 y = F.scaled_dot_product_attention(q, k, v).reshape(batch, self.num_heads, 1, self.head_dim)
                 return self.o_proj(y.transpose(1, 2).reshape(batch, seq, -1))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, enable_gqa=self.num_heads != self.num_kv_heads
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.num_heads != self.num_kv_heads)
         return self.o_proj(y.transpose(1, 2).reshape(batch, seq, -1))
 
 

@@ -93,8 +93,12 @@ def original_state_dict(model: CsmForConditionalGeneration) -> dict[str, torch.T
     for ours, theirs, c in (("backbone", "backbone_model", cfg), ("decoder", "depth_decoder.model", dec)):
         for i in range(c.num_hidden_layers):
             s, d = f"{theirs}.layers.{i}.", f"{ours}.layers.{i}."
-            out[d + "attn.q_proj.weight"] = halves_to_interleaved(sd[s + "self_attn.q_proj.weight"], c.num_attention_heads)
-            out[d + "attn.k_proj.weight"] = halves_to_interleaved(sd[s + "self_attn.k_proj.weight"], c.num_key_value_heads)
+            out[d + "attn.q_proj.weight"] = halves_to_interleaved(
+                sd[s + "self_attn.q_proj.weight"], c.num_attention_heads
+            )
+            out[d + "attn.k_proj.weight"] = halves_to_interleaved(
+                sd[s + "self_attn.k_proj.weight"], c.num_key_value_heads
+            )
             out[d + "attn.v_proj.weight"] = sd[s + "self_attn.v_proj.weight"]
             out[d + "attn.output_proj.weight"] = sd[s + "self_attn.o_proj.weight"]
             out[d + "mlp.w1.weight"] = sd[s + "mlp.gate_proj.weight"]
