@@ -151,12 +151,16 @@ def bad_clips():
     corrupt = ARTIFACTS / "inputs" / "corrupt.wav"
     corrupt.parent.mkdir(parents=True, exist_ok=True)
     corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(rng.integers(0, 256, 400, dtype=np.uint8)))
+    # A 2 s WAV cut off after 0.02 s of samples (a broken upload): its header still promises 2 s.
+    truncated = write_clip("truncated.wav", 0.1 * rng.standard_normal(2 * RATE).astype(np.float32))
+    truncated.write_bytes(truncated.read_bytes()[: 44 + 2 * 480])
     return {
         "corrupt": corrupt,
         "silent": write_clip("silent.wav", np.zeros(2 * RATE, np.float32)),
         # 170 s: more than the 2048-frame window (164 s) holds next to a 10 s reply. 8 kHz keeps it small.
         "long": write_clip("long.wav", 0.1 * rng.standard_normal(170 * 8000).astype(np.float32), rate=8000),
         "short": write_clip("short.wav", 0.1 * rng.standard_normal(RATE // 10).astype(np.float32)),
+        "truncated": truncated,
     }
 
 
@@ -205,7 +209,33 @@ BAD_REQUESTS = {
         lambda clips: {"text": "Hi", "voices": {"0": "nobody"}},
         "no preset voice 'nobody'",
     ),
-    "bad speaker": ("/generate", lambda clips: {"text": "Hi", "speaker": 12}, "speaker must be a number from 0 to 9"),
+    "bad speaker": (
+        "/generate",
+        lambda clips: {"text": "Hi", "speaker": 99},
+        "speaker must be a whole number from 0 to 9",
+    ),
+    "fractional speaker": ("/generate", lambda clips: {"text": "Hi", "speaker": 1.5}, "speaker must be a whole number"),
+    "fractional seed": ("/generate", lambda clips: {"text": "Hi", "seed": 1.5}, "Seed must be a whole number"),
+    "negative speaker tag": (
+        "/generate_script",
+        lambda clips: {"script": "[0] Hello\n[-1] hi"},
+        "Script line 2: the speaker must be a whole number from 0 to 9, got '-1'",
+    ),
+    "one clip, no transcript": (
+        "/generate",
+        lambda clips: {"text": "Hi", **context_of(clips["silent"]), "context_text": [], "context_speakers": [0]},
+        "The context has 1 clip, 0 transcripts and 1 speaker",
+    ),
+    "context_text not a list": (
+        "/generate",
+        lambda clips: {"text": "Hi", **context_of(clips["silent"]), "context_text": "words"},
+        "context_text and context_speakers must be lists",
+    ),
+    "truncated clip": (
+        "/generate",
+        lambda clips: {"text": "Hi", **context_of(clips["truncated"])},
+        "The clip of context turn 1 (truncated.wav) is only 0.02 s long",
+    ),
     "bad temperature": ("/generate", lambda clips: {"text": "Hi", "temperature": 0}, "Temperature must be above 0"),
     "too long a turn": (
         "/generate",
@@ -220,8 +250,9 @@ def test_bad_input_gets_a_clear_message(tiny_client, bad_clips, case):
     endpoint, request, message = BAD_REQUESTS[case]
     with pytest.raises(AppError) as caught:
         tiny_client.predict(**request(bad_clips), api_name=endpoint)
-    assert message in str(caught.value)
+    assert str(caught.value).startswith(message) or message in str(caught.value)
     assert "Traceback" not in str(caught.value)
+    assert not str(caught.value).startswith("The text:")  # each message names its own argument
 
 
 def test_the_server_keeps_serving_after_bad_input(tiny_client, bad_clips):
@@ -231,6 +262,57 @@ def test_the_server_keeps_serving_after_bad_input(tiny_client, bad_clips):
     audio_path, info = tiny_client.predict(text="Still here.", seed=11, **FAST, api_name="/generate")
     assert info["seed"] == 11
     read(audio_path)
+
+
+def test_a_bad_speaker_is_named_as_the_speaker_argument(tiny_client):
+    with pytest.raises(AppError) as caught:
+        tiny_client.predict(text="Hi", speaker=99, api_name="/generate")
+    assert str(caught.value).startswith("speaker must be a whole number from 0 to 9, got 99")
+
+
+# -- speakers, notes, summaries and file names -------------------------------------------------------
+
+
+def test_speakers_up_to_nine_speak_and_a_speaker_without_a_voice_gets_a_note(tiny_client):
+    audio_path, info = tiny_client.predict(text="Hello.", speaker=5, voices={"0": "river"}, seed=2, **FAST,
+                                           api_name="/generate")  # fmt: skip
+    read(audio_path)
+    assert info["turns"][0]["speaker"] == 5
+    assert info["warnings"] == [
+        "Speaker 0 says nothing in this request, so its voice was not used.",
+        "Speaker 5 has no voice prompt and no earlier turn, so the model picked a voice at random.",
+    ]
+
+
+def test_downloads_are_named_by_turn_speaker_and_voice(tiny_client):
+    audio_path, _ = tiny_client.predict(text="Hi.", speaker=1, voices={"1": "maple"}, seed=8, **FAST,
+                                        api_name="/generate")  # fmt: skip
+    assert Path(audio_path).name == "speaker1-maple-seed8.wav"
+    conversation, turn_paths, _ = tiny_client.predict(
+        script="[0] Hey.\n[1] Hi.\n[7] Yo.", voices={"0": "river", "1": "maple"}, seed=3, **FAST,
+        api_name="/generate_script",
+    )  # fmt: skip
+    assert [Path(p).name for p in turn_paths] == [
+        "turn-01-speaker0-river.wav", "turn-02-speaker1-maple.wav", "turn-03-speaker7.wav",
+    ]  # fmt: skip
+    assert Path(conversation).name == "conversation.wav"
+
+
+def test_context_left_out_of_a_full_window_is_reported_once(tiny_client):
+    rng = np.random.default_rng(3)
+    clips = [write_clip(f"long-{i}.wav", 0.1 * rng.standard_normal(80 * 8000).astype(np.float32), 8000)
+             for i in range(2)]  # fmt: skip
+    # Two 80 s clips and a 5 s reply do not fit the 164 s window: every turn is generated without the first.
+    _, _, info = tiny_client.predict(
+        script="[0] One.\n[1] Two.\n[0] Three.", context_audio=[handle_file(str(c)) for c in clips],
+        context_text=["Words.", "More words."], context_speakers=[0, 1], max_seconds=5, topk=1, seed=1,
+        api_name="/generate_script",
+    )  # fmt: skip
+    assert [t["dropped_context"] for t in info["turns"]] == [["context turn 1"]] * 3
+    assert info["warnings"] == [
+        "The model's window was full, so turns 1–3 were generated without context turn 1 "
+        "(the oldest context goes first, the speaker prompts last)."
+    ]
 
 
 # -- a model that cannot be loaded ----------------------------------------------------------------
@@ -253,6 +335,7 @@ def test_without_the_model_the_app_starts_and_says_how_to_fix_it(tmp_path):
             with pytest.raises(AppError) as caught:
                 client.predict(text="Hello", api_name="/generate")
             assert "could not be loaded" in str(caught.value)
+            assert "generated. cannot" not in str(caught.value)  # the reason reads as its own sentence
             assert "HF_HUB_OFFLINE" in str(caught.value)  # csm's own explanation of what went wrong
     finally:
         server.stop()

@@ -10,8 +10,12 @@ import pytest
 import soundfile as sf
 import torch
 
-import app
 from csm.generator import Segment
+from studio import cli, clips, inputs, jobs, outputs
+from studio.errors import InputError
+from studio.inputs import Line, Settings
+from studio.presets import PresetLibrary
+from studio.service import TINY_MODEL, Studio
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = json.loads((ROOT / "examples" / "presets.json").read_text())
@@ -36,7 +40,7 @@ def test_presets_have_distinct_voices_and_say_they_are_synthetic():
     voices = {p["espeak"]["voice"] for p in MANIFEST["presets"]}
     assert len(MANIFEST["presets"]) >= 3 and len(voices) >= 2
     assert "SYNTHETIC STAND-INS" in MANIFEST["about"]
-    library = app.PresetLibrary()
+    library = PresetLibrary()
     assert [p.id for p in library.all()] == [p["id"] for p in MANIFEST["presets"]]  # nothing fetched yet
     assert [p["file"] for p in MANIFEST["hub_prompts"]] == [
         "prompts/conversational_a.wav",
@@ -51,7 +55,7 @@ def test_the_hub_prompts_are_not_waited_for_and_offline_leaves_the_shipped_voice
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    library = app.PresetLibrary()
+    library = PresetLibrary()
     library.fetch_hub_prompts(timeout=1).join(timeout=10)
     assert all(not p.official for p in library.all()) and len(library.all()) == len(MANIFEST["presets"])
 
@@ -60,8 +64,8 @@ def test_the_hub_prompts_are_not_waited_for_and_offline_leaves_the_shipped_voice
 
 
 def test_a_script_is_one_turn_per_tagged_line():
-    lines = app.parse_script("[0] Hello there\n\n  [ 1 ]  Hi!  How are   you?\n[0]Fine.\n")
-    assert lines == [app.Line(0, "Hello there"), app.Line(1, "Hi! How are you?"), app.Line(0, "Fine.")]
+    lines = inputs.parse_script("[0] Hello there\n\n  [ 1 ]  Hi!  How are   you?\n[0]Fine.\n")
+    assert lines == [Line(0, "Hello there"), Line(1, "Hi! How are you?"), Line(0, "Fine.")]
 
 
 @pytest.mark.parametrize(
@@ -70,22 +74,22 @@ def test_a_script_is_one_turn_per_tagged_line():
         ("[0] Hello\nno tag here", "Script line 2 has no speaker tag"),
         ("Speaker 0: Hello", "Script line 1 has no speaker tag"),
         ("[1]", "Script line 1 is empty"),
-        ("[12] Hello", "Script line 1: the speaker must be a number from 0 to 9"),
+        ("[12] Hello", "Script line 1: the speaker must be a whole number from 0 to 9"),
         ("", "The script is empty"),
         ("[0] hi\n" * 30, "at most 24 are generated at once"),
         ("[0] " + "word " * 500, "Script line 1 is 2,499 characters long"),
     ],
 )
 def test_script_mistakes_are_named_with_their_line(script, message):
-    with pytest.raises(app.InputError, match=message.replace("[", r"\[")):
-        app.parse_script(script)
+    with pytest.raises(InputError, match=message.replace("[", r"\[")):
+        inputs.parse_script(script)
 
 
 def test_settings_take_strings_and_numbers_and_minus_one_means_a_random_seed():
-    settings = app.Settings.parse("0.7", 20.0, 5, -1)
-    assert settings == app.Settings(0.7, 20, 5.0, None)
-    assert app.Settings.parse(0.9, 50, 10, "").seed is None
-    assert app.Settings.parse(0.9, 50, 10, 42).seed == 42
+    settings = Settings.parse("0.7", 20.0, 5, -1)
+    assert settings == Settings(0.7, 20, 5.0, None)
+    assert Settings.parse(0.9, 50, 10, "").seed is None
+    assert Settings.parse(0.9, 50, 10, 42).seed == 42
 
 
 @pytest.mark.parametrize(
@@ -102,8 +106,8 @@ def test_settings_take_strings_and_numbers_and_minus_one_means_a_random_seed():
     ],
 )
 def test_bad_settings_are_explained(arguments, message):
-    with pytest.raises(app.InputError, match=message):
-        app.Settings.parse(*arguments)
+    with pytest.raises(InputError, match=message):
+        Settings.parse(*arguments)
 
 
 def write(tmp_path, name, audio, rate=24_000) -> str:
@@ -114,7 +118,7 @@ def write(tmp_path, name, audio, rate=24_000) -> str:
 
 def test_a_clip_of_any_rate_and_channels_becomes_24khz_mono(tmp_path):
     stereo = 0.2 * np.random.default_rng(0).standard_normal((44_100 * 2, 2)).astype(np.float32)
-    segment = app.load_clip(write(tmp_path, "stereo.wav", stereo, 44_100), "  some   words ", 1, "context turn 1")
+    segment = clips.load_clip(write(tmp_path, "stereo.wav", stereo, 44_100), "  some   words ", 1, "context turn 1")
     assert (segment.speaker, segment.text) == (1, "some words")
     assert segment.audio.dim() == 1 and abs(len(segment.audio) - 48_000) <= 1
 
@@ -124,7 +128,11 @@ def test_a_clip_of_any_rate_and_channels_becomes_24khz_mono(tmp_path):
     [
         (lambda d: write(d, "silent.wav", np.zeros(48_000, np.float32)), "words", "is silent"),
         (lambda d: write(d, "quiet.wav", np.full(48_000, 1e-5, np.float32)), "words", "is silent"),
-        (lambda d: write(d, "short.wav", 0.1 * np.ones(2_400, np.float32)), "words", "only 0.10 s long"),
+        (
+            lambda d: write(d, "short.wav", 0.1 * np.ones(2_400, np.float32)),
+            "words",
+            r"\(short.wav\) is only 0.10 s long",
+        ),
         (lambda d: write(d, "ok.wav", 0.1 * np.ones(48_000, np.float32)), "  ", "has no transcript"),
         (lambda d: None, "words", "has no audio"),
         (lambda d: str(d / "gone.wav"), "words", "is no longer on the server"),
@@ -138,8 +146,8 @@ def test_a_clip_of_any_rate_and_channels_becomes_24khz_mono(tmp_path):
     ids=["silent", "near-silent", "too short", "no transcript", "no file", "expired upload", "corrupt", "empty file"],
 )
 def test_bad_clips_are_explained(tmp_path, make, transcript, message):
-    with pytest.raises(app.InputError, match=message):
-        app.load_clip(make(tmp_path), transcript, 0, "context turn 1")
+    with pytest.raises(InputError, match=message):
+        clips.load_clip(make(tmp_path), transcript, 0, "context turn 1")
 
 
 # -- output and GPU time --------------------------------------------------------------------------
@@ -147,41 +155,41 @@ def test_bad_clips_are_explained(tmp_path, make, transcript, message):
 
 def test_a_conversation_is_its_turns_with_a_pause_between():
     turns = [np.ones(100, np.float32), 2 * np.ones(50, np.float32), 3 * np.ones(10, np.float32)]
-    stitched = app.stitch(turns)
-    gap = int(app.TURN_GAP_S * app.SAMPLE_RATE)
+    stitched = outputs.stitch(turns)
+    gap = int(inputs.TURN_GAP_S * inputs.SAMPLE_RATE)
     assert len(stitched) == 160 + 2 * gap
     assert (stitched[100 : 100 + gap] == 0).all() and (stitched[100 + gap : 150 + gap] == 2).all()
 
 
 def test_gpu_time_follows_the_requested_length_within_bounds():
     def job(lines, max_seconds):
-        return app.Job({}, [app.Line(0, "hi")] * lines, [], app.Settings(max_seconds=max_seconds), seed=0)
+        return jobs.Job({}, [Line(0, "hi")] * lines, [], Settings(max_seconds=max_seconds), seed=0)
 
-    assert app.gpu_seconds(job(1, 5)) < app.gpu_seconds(job(1, 20)) < app.gpu_seconds(job(3, 20))
-    assert app.gpu_seconds(job(24, 60)) == app.GPU_MAX_S
+    assert jobs.gpu_seconds(job(1, 5)) < jobs.gpu_seconds(job(1, 20)) < jobs.gpu_seconds(job(3, 20))
+    assert jobs.gpu_seconds(job(24, 60)) == jobs.GPU_MAX_S
 
 
 def test_command_line_defaults_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("CSM_STUDIO_MODEL", "tiny")
     monkeypatch.setenv("CSM_STUDIO_QUEUE_SIZE", "3")
-    args = app.parse_args([])
+    args = cli.parse_args([])
     assert (args.model, args.queue_size) == ("tiny", 3)
-    assert app.parse_args(["--model", "./some/folder"]).model == "./some/folder"
-    assert app.parse_args([]).dtype == "auto" and app.DTYPES["auto"] is None
+    assert cli.parse_args(["--model", "./some/folder"]).model == "./some/folder"
+    assert cli.parse_args([]).dtype == "auto" and cli.DTYPES["auto"] is None
     monkeypatch.setenv("CSM_STUDIO_DTYPE", "bfloat16")
-    assert app.DTYPES[app.parse_args([]).dtype] is torch.bfloat16
+    assert cli.DTYPES[cli.parse_args([]).dtype] is torch.bfloat16
     with pytest.raises(SystemExit):
-        app.parse_args(["--dtype", "float64"])
+        cli.parse_args(["--dtype", "float64"])
 
 
 def test_the_chosen_precision_reaches_the_loaded_model():
     from csm.loading import default_dtype
 
-    studio = app.Studio(app.TINY_MODEL, device="cpu", dtype=torch.bfloat16).load()
+    studio = Studio(TINY_MODEL, device="cpu", dtype=torch.bfloat16).load()
     assert studio.load_error is None
     assert studio.generator.model.dtype is torch.bfloat16
     assert studio.model_key["dtype"] is torch.bfloat16  # each job looks the generator up by this key
-    assert app.Studio(app.TINY_MODEL, device="cpu").load().generator.model.dtype is default_dtype(torch.device("cpu"))
+    assert Studio(TINY_MODEL, device="cpu").load().generator.model.dtype is default_dtype(torch.device("cpu"))
 
 
 # -- the context window (the tiny model has the real 2048-frame window) -----------------------------
@@ -195,32 +203,28 @@ def tiny_generator():
     return load_csm_1b(repo_id=str(tiny_checkpoint_dir()), device="cpu")
 
 
-def clip(seconds: float, label: str, is_prompt=False, speaker=0) -> app.ContextClip:
-    audio = 0.1 * torch.ones(int(seconds * app.SAMPLE_RATE))
-    return app.ContextClip(Segment(speaker, "Some words.", audio), label, is_prompt)
+def clip(seconds: float, label: str, is_prompt=False, speaker=0) -> jobs.ContextClip:
+    audio = 0.1 * torch.ones(int(seconds * inputs.SAMPLE_RATE))
+    return jobs.ContextClip(Segment(speaker, "Some words.", audio), label, is_prompt)
 
 
 @pytest.mark.slow
 def test_a_full_window_drops_the_oldest_turns_and_keeps_the_voices(tiny_generator):
-    history = [clip(5, "voice 0", True), clip(5, "voice 1", True, speaker=1)]
-    history += [clip(20, f"turn {i}") for i in range(1, 8)]  # 10 + 140 s: more than fits with a 10 s reply
-    kept, dropped = app.fit_context(tiny_generator, history, app.Line(1, "Hello."), max_frames=125)
-    assert dropped == ["turn 1"]
-    assert [c.label for c in kept] == ["voice 0", "voice 1"] + [f"turn {i}" for i in range(2, 8)]
-    budget = app.context_budget(tiny_generator, app.Line(1, "Hello."), 125)
-    assert sum(tiny_generator.segment_frames(c.segment) for c in kept) <= budget
-    # the generator, given what was kept, drops nothing more: the estimate is exact enough
-    text_frames = len(tiny_generator.tokenizer.encode_segment(1, "Hello."))
-    assert (
-        tiny_generator.fit_context(text_frames, [tiny_generator.segment_frames(c.segment) for c in kept], 125) == []
-    )
+    """The job pins the speaker prompts: the generator leaves out the oldest turn, not the first voice."""
+    studio = Studio(TINY_MODEL, device="cpu").load()
+    assert studio.generator is tiny_generator  # the same cached generator
+    context = [clip(5, "voice 0", True), clip(5, "voice 1", True, speaker=1)]
+    context += [clip(20, f"turn {i}") for i in range(1, 9)]  # 10 + 160 s: more than the 164 s window holds
+    job = jobs.Job(studio.model_key, [Line(1, "Hello.")], context, Settings(max_seconds=0.16), seed=1)
+    *_, done = jobs.generate_lines(job)
+    assert done.report.dropped_context == ["turn 1"]
 
 
 @pytest.mark.slow
 def test_a_clip_too_long_for_the_window_is_refused_before_generating(tiny_generator):
-    studio = app.Studio(app.TINY_MODEL)
+    studio = Studio(TINY_MODEL)
     studio.generator = tiny_generator
-    with pytest.raises(app.InputError, match="too long for the model's context"):
-        studio.build_job([app.Line(0, "Hi")], [clip(170, "context turn 1")], app.Settings(max_seconds=10))
-    job = studio.build_job([app.Line(0, "Hi")], [clip(140, "context turn 1")], app.Settings(max_seconds=10, seed=3))
+    with pytest.raises(InputError, match="too long for the model's context"):
+        studio.build_job([Line(0, "Hi")], [], [clip(170, "context turn 1")], Settings(max_seconds=10))
+    job = studio.build_job([Line(0, "Hi")], [], [clip(140, "context turn 1")], Settings(max_seconds=10, seed=3))
     assert job.seed == 3

@@ -1,0 +1,70 @@
+"""What a finished request reports: its files, its turns, and one summary of what went wrong."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from studio.inputs import SAMPLE_RATE, TURN_GAP_S
+from studio.jobs import TurnReport
+
+
+@dataclass
+class Result:
+    """A finished (or stopped) request: the files written and what happened."""
+
+    audio_path: Path | None  # the utterance, or the stitched conversation; None if nothing was generated
+    turn_paths: list[Path]
+    turns: list[TurnReport]
+    planned_turns: int
+    seed: int
+    seconds: float
+    elapsed_s: float
+    warnings: list[str]
+    stopped: bool = False
+
+    def info(self, model: str) -> dict:
+        return {
+            "seed": self.seed,
+            "seconds": round(self.seconds, 3),
+            "sample_rate": SAMPLE_RATE,
+            "gap_seconds": TURN_GAP_S if self.planned_turns > 1 else 0.0,
+            "turns": [asdict(t) for t in self.turns],
+            "warnings": self.warnings,
+            "stopped": self.stopped,
+            "elapsed_seconds": round(self.elapsed_s, 3),
+            "model": model,
+        }
+
+
+def numbers(values: list[int]) -> str:
+    """[3] -> "3"; [5, 6, 7] -> "5–7"; [2, 4, 5] -> "2, 4 and 5"."""
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}–{values[-1]}"
+    text = [str(v) for v in values]
+    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
+
+
+def turns_phrase(indices: list[int], total: int) -> str:
+    """How a message names some turns of a request: "the turn", "turn 3", "turns 5–17"."""
+    if total == 1:
+        return "the turn"
+    return f"turn {numbers(indices)}" if len(indices) == 1 else f"turns {numbers(indices)}"
+
+
+def result_warnings(reports: list[TurnReport]) -> list[str]:
+    """One warning per kind of problem for the whole request, however many turns it touched."""
+    warnings = []
+    cut = [r for r in reports if r.dropped_context]
+    if cut:
+        left_out = list(dict.fromkeys(label for r in cut for label in r.dropped_context))  # first seen first
+        which = turns_phrase([r.index + 1 for r in cut], len(reports))
+        warnings.append(
+            f"The model's window was full, so {which} {'was' if len(cut) == 1 else 'were'} generated without "
+            f"{', '.join(left_out)} (the oldest context goes first, the speaker prompts last)."
+        )
+    silent = [r.index + 1 for r in reports if r.frames == 0 and not r.stopped]
+    if silent:
+        which = turns_phrase(silent, len(reports))
+        warnings.append(f"The model ended {which} at once, with no audio: try another seed or rephrase.")
+    return warnings

@@ -1,0 +1,294 @@
+"""The Studio: the model (loaded once), and how requests become jobs, audio files and reports.
+
+The API and the page both call it; neither touches the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from csm.audio import save_wav
+from csm.generator import FRAME_MS, Generator, Segment, load_csm_1b
+from csm.loading import CheckpointError
+from csm.text import TokenizerError
+from studio.clips import load_clip
+from studio.errors import InputError, sentence
+from studio.inputs import SAMPLE_RATE, Line, Settings, check_speaker, plural
+from studio.jobs import Chunk, ContextClip, Job, TurnDone, TurnReport, run_job
+from studio.outputs import line_file_name, new_output_dir, stitch, turn_file_name
+from studio.presets import PresetLibrary
+from studio.report import Result, result_warnings
+
+log = logging.getLogger("csm-studio")
+
+DEFAULT_MODEL = "sesame/csm-1b"
+TINY_MODEL = "tiny"
+
+
+@dataclass
+class Voice:
+    """A speaker prompt as asked for: a preset id, or an own clip with its transcript."""
+
+    speaker: int
+    preset_id: str | None = None
+    path: str | None = None
+    transcript: str | None = None
+
+
+class Studio:
+    """The model (loaded once, at start-up) and how requests become jobs and files."""
+
+    def __init__(self, model=DEFAULT_MODEL, device=None, presets: PresetLibrary | None = None, dtype=None):
+        self.model_name = model
+        self.device = device
+        self.dtype = dtype  # None: bf16 on CUDA, fp32 elsewhere
+        self.presets = presets or PresetLibrary()
+        self.generator: Generator | None = None
+        self.load_error: str | None = None
+        self.model_key: dict = {}
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model_name == TINY_MODEL
+
+    def load(self) -> Studio:
+        """Load the model through the cached load_csm_1b; on failure keep serving and say how to fix it."""
+        try:
+            repo_id = self.model_name
+            if self.is_tiny:
+                from csm.tiny import tiny_checkpoint_dir
+
+                repo_id = str(tiny_checkpoint_dir())
+            self.model_key = {"repo_id": repo_id, "device": self.device, "dtype": self.dtype}
+            started = time.perf_counter()
+            self.generator = load_csm_1b(**self.model_key)
+            log.info("Loaded %s in %.1f s", self.description, time.perf_counter() - started)
+        except (CheckpointError, TokenizerError) as e:
+            self.load_error = sentence(str(e))
+        except Exception as e:  # out of memory, a broken download: still serve the page
+            log.exception("Loading %s failed", self.model_name)
+            self.load_error = f"{type(e).__name__}: {e}"
+        if self.load_error:
+            log.error("The model %s could not be loaded: %s", self.model_name, self.load_error)
+        return self
+
+    @property
+    def description(self) -> str:
+        if self.generator is not None:
+            return f"{self.generator.description} on {self.generator.device}"
+        return f"{self.model_name} (not loaded)"
+
+    @property
+    def window_seconds(self) -> float:
+        """The model's whole context window in seconds of audio (2048 frames: about 164 s)."""
+        frames = self.generator.model.max_seq_len if self.generator is not None else 2048
+        return frames * FRAME_MS / 1000
+
+    def banner(self) -> tuple[str, str]:
+        """Markdown for the top of the page and its kind ("error", "note" or ""): what runs, or why nothing does."""
+        if self.load_error:
+            return (
+                f"### ⛔ The model could not be loaded, so generation is switched off\n"
+                f"**{self.model_name}**: {self.load_error}\n\n"
+                "To fix it: for sesame/csm-1b, accept its terms at https://huggingface.co/sesame/csm-1b, set "
+                "`HF_TOKEN` (a Space secret, or the environment) and restart; offline, pass a local folder with "
+                "`--model`. To try the interface without the model, run `python app.py --model tiny`."
+            ), "error"
+        if self.is_tiny:
+            return (
+                "### 🧪 Tiny random test model: the output is noise, not speech\n"
+                "Everything else works as with CSM-1B. For real speech run `python app.py` "
+                "(sesame/csm-1b, needs `HF_TOKEN`)."
+            ), "note"
+        return "", ""
+
+    def require_generator(self) -> Generator:
+        if self.generator is None:
+            raise InputError(f"The model could not be loaded, so nothing can be generated. {self.load_error}")
+        return self.generator
+
+    # -- requests -> jobs --------------------------------------------------------------------------
+
+    def voice_prompt(self, voice: Voice) -> tuple[ContextClip, str]:
+        """A speaker prompt and the voice's name, from a preset id or an own clip."""
+        if voice.preset_id is None:
+            label = f"speaker {voice.speaker}'s own voice"
+            return ContextClip(load_clip(voice.path, voice.transcript, voice.speaker, label), label, True), "own"
+        preset = self.presets.get(voice.preset_id)
+        if preset is None:
+            known = ", ".join(p.id for p in self.presets.all())
+            raise InputError(
+                f"There is no preset voice {voice.preset_id!r} (for speaker {voice.speaker}); the presets are: {known}."
+            )
+        segment = Segment(voice.speaker, preset.transcript, self.presets.audio(preset))
+        return ContextClip(segment, f"speaker {voice.speaker}'s voice ({preset.short_name})", True), preset.short_name
+
+    def context_turns(self, paths, transcripts, speakers, label="context turn") -> list[ContextClip]:
+        paths, transcripts, speakers = list(paths or []), list(transcripts or []), list(speakers or [])
+        if not len(paths) == len(transcripts) == len(speakers):
+            raise InputError(
+                f"The context has {plural(len(paths), 'clip')}, {plural(len(transcripts), 'transcript')} and "
+                f"{plural(len(speakers), 'speaker')}: give one transcript and one speaker for every clip, in order."
+            )
+        clips = []
+        for i, (path, transcript, speaker) in enumerate(zip(paths, transcripts, speakers)):
+            name = f"{label} {i + 1}"
+            speaker = check_speaker(speaker, f"{name.capitalize()}: the speaker")
+            clips.append(ContextClip(load_clip(path, transcript, speaker, name), name))
+        return clips
+
+    def build_job(self, lines: list[Line], voices: list[Voice], turns: list[ContextClip], settings: Settings,
+                  note_unused_voices: bool = True) -> Job:  # fmt: skip
+        """Check every voice, clip and line, and that they fit the model's window, before any GPU time is spent.
+
+        A voice prompt is used only for a speaker who speaks (a line or a context turn): another would only
+        lengthen the prompt. The API says so in the report; the page, whose idle cards are normal, does not.
+        """
+        generator = self.require_generator()
+        speaking = {line.speaker for line in lines} | {clip.segment.speaker for clip in turns}
+        prompts, names, unused = [], {}, []
+        for voice in sorted(voices, key=lambda v: v.speaker):
+            clip, name = self.voice_prompt(voice)  # checked even when unused: a broken clip is worth knowing
+            if voice.speaker in speaking:
+                prompts.append(clip)
+                names[voice.speaker] = name
+            else:
+                unused.append(voice.speaker)
+        context = prompts + turns
+        self.check_fits(generator, lines, context, settings)
+        notes = []
+        if unused and note_unused_voices:
+            who = " and ".join(f"speaker {s}" for s in unused).capitalize()
+            notes.append((f"{who} say{'s' if len(unused) == 1 else ''} nothing in this request, so "
+                                  f"{'its voice was' if len(unused) == 1 else 'their voices were'} not used."))  # fmt: skip
+        unvoiced = sorted({line.speaker for line in lines} - {clip.segment.speaker for clip in context})
+        if unvoiced:
+            who = " and ".join(f"speaker {s}" for s in unvoiced).capitalize()
+            notes.append((
+                f"{who} {'has' if len(unvoiced) == 1 else 'have'} no voice prompt and no earlier turn, "
+                "so the model picked a voice at random."
+            ))  # fmt: skip
+        seed = settings.seed if settings.seed is not None else random.randrange(2**31)
+        return Job(self.model_key, lines, context, settings, seed, names, notes)
+
+    def check_fits(self, generator: Generator, lines: list[Line], context: list[ContextClip], settings) -> None:
+        """Refuse a line, or a single clip, that cannot fit the window next to the longest reply."""
+        budgets = []
+        for line in lines:
+            try:
+                budgets.append(generator.context_budget(line.text, line.speaker, settings.max_frames * FRAME_MS))
+            except ValueError:
+                window = generator.model.max_seq_len
+                raise InputError(
+                    f"The text plus a reply of up to {settings.max_seconds:g} s does not fit the model's window of "
+                    f"{window} frames ({window * FRAME_MS / 1000:.0f} s): shorten the text or lower the max length."
+                ) from None
+        for clip in context:
+            if generator.segment_frames(clip.segment) > min(budgets):
+                seconds = len(clip.segment.audio) / SAMPLE_RATE
+                room = max(min(budgets) * FRAME_MS / 1000 - 2, 0)
+                raise InputError(
+                    f"The clip of {clip.label} is {seconds:.0f} s long, too long for the model's context: "
+                    f"with a reply of up to {settings.max_seconds:g} s, about {room:.0f} s of audio fit. "
+                    "Use a shorter clip (5 to 30 s is plenty for a voice) or lower the max length."
+                )
+
+    # -- jobs -> audio and files --------------------------------------------------------------------
+
+    def run(self, job: Job, stop: threading.Event | None = None) -> Iterator[Chunk | TurnDone | Result]:
+        """The job's chunks and turns as they come, then its Result. A set `stop` ends it after the
+        current chunk; the turns done so far and the interrupted turn's audio are kept."""
+        started, turns, pending = time.perf_counter(), [], []
+        if stop is not None and stop.is_set():  # Stop was pressed while the job waited in the queue
+            yield self.finish(job, [], started, stopped=True)
+            return
+        events = run_job(job)
+        try:
+            for event in events:
+                if isinstance(event, Chunk):
+                    pending.append(event.audio)
+                else:
+                    turns.append(event)
+                    pending = []
+                yield event
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            events.close()
+        stopped = len(turns) < len(job.lines)
+        if stopped and pending:
+            turns.append(self.partial_turn(job, len(turns), np.concatenate(pending)))
+        yield self.finish(job, turns, started, stopped)
+
+    @staticmethod
+    def partial_turn(job: Job, index: int, audio: np.ndarray) -> TurnDone:
+        line = job.lines[index]
+        frames = len(audio) * 1000 // (SAMPLE_RATE * FRAME_MS)
+        report = TurnReport(index, line.speaker, line.text, job.seed + index, frames, round(len(audio) / SAMPLE_RATE, 3),
+                            False, voice=job.voices.get(line.speaker), stopped=True)  # fmt: skip
+        return TurnDone(audio, report)
+
+    def finish(self, job: Job, turns: list[TurnDone], started: float, stopped: bool = False) -> Result:
+        """Write each turn (and for a script the stitched conversation) as 24 kHz 16-bit WAV."""
+        folder, script = new_output_dir(), len(job.lines) > 1
+        turn_paths = []
+        for done in turns:
+            r = done.report
+            name = turn_file_name(r.index, r.speaker, r.voice, r.stopped) if script else line_file_name(
+                r.speaker, r.voice, r.seed, r.stopped)  # fmt: skip
+            save_wav(folder / name, done.audio, SAMPLE_RATE)
+            turn_paths.append(folder / name)
+        audio_path, audio = (turn_paths[0], turns[0].audio) if len(turns) == 1 and not script else (None, None)
+        if audio_path is None and turns:
+            audio, audio_path = stitch([t.audio for t in turns]), folder / "conversation.wav"
+            save_wav(audio_path, audio, SAMPLE_RATE)
+        reports = [t.report for t in turns]
+        return Result(
+            audio_path=audio_path,
+            turn_paths=turn_paths,
+            turns=reports,
+            planned_turns=len(job.lines),
+            seed=job.seed,
+            seconds=0.0 if audio is None else len(audio) / SAMPLE_RATE,
+            elapsed_s=time.perf_counter() - started,
+            warnings=job.notes + result_warnings(reports),
+            stopped=stopped,
+        )
+
+
+class StopSignals:
+    """One Stop flag per browser session: the Stop button sets it, the running job reads it between chunks.
+
+    A flag rather than gradio's `cancels`: cancelling kills the event, and with it every turn done so far.
+    """
+
+    def __init__(self):
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def arm(self, session: str) -> None:
+        """At a Generate click, before the job is queued: a Stop from now on stops this job."""
+        with self._lock:
+            self._flags[session] = threading.Event()
+
+    def stop(self, session: str) -> None:
+        with self._lock:
+            if session in self._flags:
+                self._flags[session].set()
+
+    def flag(self, session: str) -> threading.Event:
+        with self._lock:
+            return self._flags.setdefault(session, threading.Event())
+
+    def release(self, session: str, flag: threading.Event) -> None:
+        """The job is over: forget its flag (unless a newer Generate has armed another)."""
+        with self._lock:
+            if self._flags.get(session) is flag:
+                del self._flags[session]

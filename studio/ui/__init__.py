@@ -1,0 +1,38 @@
+"""The page: `build_app(studio)` lays out the panels and wires them; the Studio does all the work."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.api import api_endpoints
+from studio.outputs import OUTPUT_TTL_S
+from studio.service import Studio
+from studio.ui.compose import compose_panel
+from studio.ui.conversation import conversation_panel
+from studio.ui.events import Page
+from studio.ui.result import result_panel
+from studio.ui.style import INTRO, SHOWN_CARDS
+from studio.ui.voices import default_voice, speaker_choices, voices_panel
+
+DEFAULT_QUEUE_SIZE = 16
+
+
+def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks:
+    banner, kind = studio.banner()
+    picks = [default_voice(studio.presets, speaker) for speaker in range(SHOWN_CARDS)]
+    names = speaker_choices(studio.presets, picks)
+    with gr.Blocks(title="CSM Studio", delete_cache=(1800, OUTPUT_TTL_S)) as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(banner, visible=bool(banner), elem_id="status-banner", elem_classes=[f"banner-{kind or 'none'}"])
+        turns_state = gr.State([])  # the conversation so far, oldest first (see new_turn)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                cards, add_speaker, remove_speaker = voices_panel(studio)
+                turn_speaker = conversation_panel(studio, turns_state, names)
+                compose = compose_panel(names, can_generate=studio.generator is not None)
+            with gr.Column(scale=2):
+                result = result_panel()
+        api_endpoints(studio)
+        Page(studio, cards, add_speaker, remove_speaker, compose, turns_state, turn_speaker, result).wire(demo)
+    demo.queue(max_size=queue_size, default_concurrency_limit=4)
+    return demo

@@ -1,0 +1,76 @@
+"""Panel 2, the conversation so far: earlier turns to play, reorder and remove, and a form to add one."""
+
+from __future__ import annotations
+
+import uuid
+
+import gradio as gr
+
+from studio.clips import clip_note, load_clip
+from studio.errors import user_facing_errors
+from studio.inputs import SAMPLE_RATE, check_speaker
+from studio.service import Studio
+from studio.ui.style import COMPACT_PLAYER, PRIVATE, SHOWN_CARDS, UI_ONLY
+
+
+def new_turn(path, text: str, speaker: int, seconds: float) -> dict:
+    """A turn of the conversation as the page keeps it (in a gr.State)."""
+    return {"id": uuid.uuid4().hex[:8], "path": str(path), "text": text, "speaker": int(speaker),
+            "seconds": round(seconds, 2)}  # fmt: skip
+
+
+def move_turn(turns: list, index: int, step: int) -> list:
+    other = index + step
+    if not 0 <= other < len(turns):
+        return turns
+    turns = list(turns)
+    turns[index], turns[other] = turns[other], turns[index]
+    return turns
+
+
+def show_turns(turns: list, turns_state: gr.State) -> None:
+    """The earlier turns, one row each (inside a gr.render)."""
+    if not turns:
+        gr.Markdown("*No earlier turns yet: add a clip below, or add a generated result.*")
+        return
+    for i, turn in enumerate(turns):
+        with gr.Row(elem_classes=["turn-row"], key=f"turn-{turn['id']}"):
+            gr.Markdown(f"**{i + 1}** · Speaker {turn['speaker']}", elem_classes=["turn-label"])
+            gr.Audio(turn["path"], show_label=False, interactive=False, scale=3, min_width=260, buttons=[],
+                     container=False, waveform_options=COMPACT_PLAYER)  # fmt: skip
+            gr.Markdown(turn["text"], scale=3)
+            up = gr.Button("↑", size="sm", elem_classes=["icon-button"], interactive=i > 0, scale=0)
+            down = gr.Button("↓", size="sm", elem_classes=["icon-button"], interactive=i < len(turns) - 1, scale=0)
+            remove = gr.Button("✕", size="sm", elem_classes=["icon-button"], scale=0)
+        up.click(lambda t, i=i: move_turn(t, i, -1), turns_state, turns_state, **PRIVATE)
+        down.click(lambda t, i=i: move_turn(t, i, +1), turns_state, turns_state, **PRIVATE)
+        remove.click(lambda t, i=i: t[:i] + t[i + 1 :], turns_state, turns_state, **PRIVATE)
+    gr.Button("Clear the conversation", size="sm").click(lambda: [], None, turns_state, **PRIVATE)
+
+
+def add_earlier_turn(turns, path, text, speaker):
+    with user_facing_errors():
+        speaker = check_speaker(speaker, "The speaker of the turn")
+        segment = load_clip(path, text, speaker, f"turn {len(turns) + 1}")
+    return turns + [new_turn(path, segment.text, speaker, len(segment.audio) / SAMPLE_RATE)], None, ""
+
+
+def conversation_panel(studio: Studio, turns_state: gr.State, speaker_names: list) -> gr.Dropdown:
+    """Returns the new turn's speaker picker (its choices follow the voice cards)."""
+    gr.Markdown(
+        "### 2 · Conversation so far *(optional)*\n"
+        "Earlier turns, oldest first: with the voices, they are the context of what is said next."
+    )
+    gr.render(inputs=turns_state)(lambda turns: show_turns(turns, turns_state))
+    with gr.Accordion("Add an earlier turn", open=False), gr.Row():
+        clip = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip", scale=2,
+                        elem_id="new-turn-audio")  # fmt: skip
+        with gr.Column(scale=2):
+            note = gr.Markdown("", elem_classes=["clip-note"], elem_id="new-turn-note")
+            transcript = gr.Textbox(label="Transcript", lines=2, placeholder="The words spoken in the clip",
+                                    elem_id="new-turn-text")  # fmt: skip
+            speaker = gr.Dropdown(speaker_names[:SHOWN_CARDS], value=0, label="Speaker", elem_id="new-turn-speaker")
+            add = gr.Button("Add to the conversation", variant="secondary", elem_id="add-turn")
+    clip.change(lambda path: clip_note(path, studio.window_seconds), clip, note, **UI_ONLY)
+    add.click(add_earlier_turn, [turns_state, clip, transcript, speaker], [turns_state, clip, transcript], **PRIVATE)
+    return speaker

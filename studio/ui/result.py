@@ -1,0 +1,82 @@
+"""The result panel: the live player, the result with its downloads, the report, and what to do next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio.inputs import TURN_GAP_S
+from studio.report import Result
+from studio.ui.style import STREAMING
+
+
+@dataclass
+class ResultPanel:
+    status: gr.Markdown
+    live: gr.Audio
+    audio: gr.Audio
+    info: gr.Markdown
+    files: gr.File
+    reuse_seed: gr.Button
+    keep: gr.Button
+
+
+def result_panel() -> ResultPanel:
+    gr.Markdown("### Result")
+    status = gr.Markdown("", elem_id="status-line")
+    live = gr.Audio(label="Live: plays while it is generated", streaming=True, autoplay=True, interactive=False,
+                    visible=STREAMING, buttons=[], elem_id="live-audio")  # fmt: skip
+    audio = gr.Audio(label="Result", type="filepath", format="wav", interactive=False, buttons=["download"],
+                     elem_id="result-audio")  # fmt: skip
+    info = gr.Markdown("*Nothing generated yet.*", elem_id="result-info")
+    files = gr.File(label="Each turn's clip", file_count="multiple", visible=False, interactive=False,
+                    elem_id="turn-files")  # fmt: skip
+    with gr.Row():
+        reuse_seed = gr.Button("♻ Reuse this seed", size="sm", visible=False, elem_id="reuse-seed")
+        keep = gr.Button("+ Add to the conversation", size="sm", visible=False, elem_id="keep-result")
+    if not STREAMING:
+        gr.Markdown("*Live playback is off (ffmpeg is not installed): the result appears when it is done.*")
+    return ResultPanel(status, live, audio, info, files, reuse_seed, keep)
+
+
+def turn_table(result: Result) -> str:
+    rows = ["| # | Spk | Text | Length |", "|---|---|---|---|"]
+    for t in result.turns:
+        short = (t.text if len(t.text) <= 60 else t.text[:60] + "…").replace("|", "\\|")
+        mark = " ■ partial" if t.stopped else ("" if t.ended_by_model else " ⏱")
+        voice = f" · {t.voice}" if t.voice else ""
+        rows.append(f"| {t.index + 1} | {t.speaker}{voice} | {short} | {t.seconds:.1f}&nbsp;s{mark} |")
+    return "\n".join(rows)
+
+
+def stop_summary(result: Result) -> str:
+    done = sum(not t.stopped for t in result.turns)
+    partial = next((t for t in result.turns if t.stopped), None)
+    text = f"■ **Stopped.** {done} of {result.planned_turns} turn{'s' if result.planned_turns > 1 else ''} finished"
+    if partial is not None:
+        text += f"; turn {partial.index + 1} was cut at {partial.seconds:.1f} s and is kept, marked partial"
+    return text + "."
+
+
+def describe_result(result: Result, description: str) -> str:
+    """The report under the result: the seed first, as it is what a user copies."""
+    speed = result.seconds / max(result.elapsed_s, 1e-6)
+    parts = [
+        f"**Seed {result.seed}** · {result.seconds:.2f} s of audio · generated in {result.elapsed_s:.1f} s "
+        f"({speed:.1f}× real time)<br><small>{description}</small>"
+    ]
+    if result.stopped:
+        parts.append(stop_summary(result))
+    if result.planned_turns == 1 and result.turns and not result.stopped:
+        t = result.turns[0]
+        limit = "⏱ stopped at the length limit: raise *Max length* if it was cut off"
+        parts.append(f"{t.frames} frames · {'ended by the model' if t.ended_by_model else limit}")
+    elif result.planned_turns > 1 and result.turns:
+        limit = "" if all(t.ended_by_model or t.stopped for t in result.turns) else " · ⏱ stopped at the length limit"
+        parts.append(turn_table(result))
+        parts.append(
+            f"Turn *n* used seed {result.seed} + *n* − 1 · turns are {TURN_GAP_S:g} s apart in the conversation{limit}"
+        )
+    parts += [f"⚠️ {w}" for w in result.warnings]
+    return "\n\n".join(parts)

@@ -1,0 +1,112 @@
+"""Panel 1, the voices: one card per speaker with a preset (previewed with its transcript), an own clip, or none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio.clips import clip_note
+from studio.presets import PresetLibrary
+from studio.service import Studio, Voice
+from studio.ui.style import COMPACT_PLAYER, MAX_CARDS, SHOWN_CARDS, UI_ONLY
+
+OWN_VOICE = "own"
+NO_VOICE = "none"
+
+
+def voice_choices(presets: PresetLibrary) -> list[tuple[str, str]]:
+    return [(p.name, p.id) for p in presets.all()] + [
+        ("Own voice: upload or record a clip", OWN_VOICE),
+        ("No voice prompt (random voice)", NO_VOICE),
+    ]
+
+
+def default_voice(presets: PresetLibrary, speaker: int) -> str:
+    available = presets.all()
+    return available[speaker].id if speaker < len(available) else NO_VOICE
+
+
+def voice_name(presets: PresetLibrary, choice: str | None) -> str:
+    """What the page calls a speaker's voice: "Maple", "own voice", "no voice"."""
+    if choice == OWN_VOICE:
+        return "own voice"
+    preset = presets.get(choice) if choice else None
+    return preset.short_name if preset else "no voice"
+
+
+def speaker_choices(presets: PresetLibrary, picks: list[str]) -> list[tuple[str, int]]:
+    """The shown speakers by name, for the speaker pickers: ("1 · Maple", 1)."""
+    return [(f"{speaker} · {voice_name(presets, pick)}", speaker) for speaker, pick in enumerate(picks)]
+
+
+def voice_views(presets: PresetLibrary, choice: str):
+    """Updates for a speaker card after its voice picker changes: preset preview, own-voice inputs."""
+    preset = presets.get(choice) if choice not in (OWN_VOICE, NO_VOICE) else None
+    return (
+        gr.update(value=str(preset.path) if preset else None, visible=preset is not None),
+        gr.update(value=f"“{preset.transcript}”" if preset else "", visible=preset is not None),
+        gr.update(visible=choice == OWN_VOICE),
+    )
+
+
+@dataclass
+class SpeakerCard:
+    speaker: int
+    column: gr.Column
+    picker: gr.Dropdown
+    preview: gr.Audio
+    preview_text: gr.Markdown
+    own_group: gr.Group
+    own_audio: gr.Audio
+    own_text: gr.Textbox
+
+    @property
+    def views(self) -> list:
+        return [self.preview, self.preview_text, self.own_group]
+
+    def voice(self, data: dict) -> Voice | None:
+        """The voice this card asks for, read from an event's input values."""
+        choice = data[self.picker]
+        if choice == OWN_VOICE:
+            return Voice(self.speaker, path=data[self.own_audio], transcript=data[self.own_text])
+        return Voice(self.speaker, preset_id=choice) if choice and choice != NO_VOICE else None
+
+
+def speaker_card(studio: Studio, speaker: int) -> SpeakerCard:
+    presets = studio.presets
+    choice = default_voice(presets, speaker)
+    preset = presets.get(choice)
+    with gr.Column(visible=speaker < SHOWN_CARDS, min_width=260) as column, gr.Group():
+        picker = gr.Dropdown(voice_choices(presets), value=choice, label=f"Speaker {speaker}",
+                             elem_id=f"voice-{speaker}", interactive=True)  # fmt: skip
+        preview = gr.Audio(str(preset.path) if preset else None, visible=preset is not None, label="Preset clip",
+                           show_label=False, interactive=False, buttons=[], container=False,
+                           waveform_options=COMPACT_PLAYER)  # fmt: skip
+        preview_text = gr.Markdown(f"“{preset.transcript}”" if preset else "", visible=preset is not None,
+                                   elem_classes=["preset-transcript"], padding=True)  # fmt: skip
+        with gr.Group(visible=False) as own_group:
+            own_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Your clip (5-30 s)",
+                                 elem_id=f"own-audio-{speaker}")  # fmt: skip
+            own_note = gr.Markdown("", elem_classes=["clip-note"], elem_id=f"own-note-{speaker}")
+            own_text = gr.Textbox(label="Its transcript", lines=2, placeholder="Exactly the words spoken in the clip",
+                                  elem_id=f"own-text-{speaker}")  # fmt: skip
+    card = SpeakerCard(speaker, column, picker, preview, preview_text, own_group, own_audio, own_text)
+    picker.change(lambda choice: voice_views(presets, choice), picker, card.views, **UI_ONLY)
+    own_audio.change(lambda path: clip_note(path, studio.window_seconds), own_audio, own_note, **UI_ONLY)
+    return card
+
+
+def voices_panel(studio: Studio) -> tuple[list[SpeakerCard], gr.Button, gr.Button]:
+    gr.Markdown(
+        "### 1 · Voices\nEach speaker imitates the voice, pace and tone of its prompt clip. The "
+        "*synthetic* presets are robotic espeak-ng stand-ins: a real recording gives far better results."
+    )
+    cards = []
+    for first in range(0, MAX_CARDS, 2):
+        with gr.Row():
+            cards += [speaker_card(studio, speaker) for speaker in range(first, min(first + 2, MAX_CARDS))]
+    with gr.Row():
+        add_speaker = gr.Button("+ Add speaker", size="sm")
+        remove_speaker = gr.Button("− Remove speaker", size="sm", visible=False)
+    return cards, add_speaker, remove_speaker

@@ -1,0 +1,179 @@
+"""The studio's rules without a server: messages, speaker ids, summaries, file names, Stop, clip notes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from studio import clips, inputs, outputs
+from studio.errors import InputError, sentence
+from studio.inputs import Line, Settings
+from studio.jobs import Chunk, TurnDone, TurnReport
+from studio.report import Result, result_warnings
+from studio.service import TINY_MODEL, Studio, Voice
+
+RATE = 24_000
+
+
+# -- input rules and messages -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script, message",
+    [
+        ("[-1] hi", "Script line 1: the speaker must be a whole number from 0 to 9, got '-1'"),
+        ("[x] hi", "Script line 1: the speaker must be a whole number from 0 to 9, got 'x'"),
+        ("[1.5] hi", "Script line 1: the speaker must be a whole number from 0 to 9, got '1.5'"),
+        ("[10] hi", "Script line 1: the speaker must be a whole number from 0 to 9, got '10'"),
+    ],
+)
+def test_a_bad_speaker_tag_is_named_as_such_not_as_a_missing_tag(script, message):
+    with pytest.raises(InputError) as caught:
+        inputs.parse_script(script)
+    assert str(caught.value).startswith(message)
+
+
+def test_speakers_zero_to_nine_are_accepted_everywhere_and_fractions_refused():
+    assert [line.speaker for line in inputs.parse_script("[4] a\n[9] b\n[0] c")] == [4, 9, 0]
+    assert inputs.check_line("Hi", "7") == Line(7, "Hi")
+    for bad in (1.5, "1.5", 99, -1, "1e400", True):
+        with pytest.raises(InputError, match=r"^speaker must be a whole number from 0 to 9"):
+            inputs.check_line("Hi", bad)
+
+
+def test_a_fractional_seed_is_refused_not_rounded():
+    with pytest.raises(InputError, match="Seed must be a whole number"):
+        Settings.parse(0.9, 50, 10, 1.5)
+    assert Settings.parse(0.9, 50, 10, 2.0).seed == 2
+
+
+def test_messages_start_with_a_capital_unless_they_name_an_argument():
+    assert sentence("the model ended") == "The model ended"
+    assert (
+        sentence("context_text and context_speakers must be lists") == "context_text and context_speakers must be lists"
+    )
+    assert sentence("speaker must be a whole number") == "speaker must be a whole number"
+    assert sentence("config.json of x is missing") == "config.json of x is missing"
+    assert inputs.plural(1, "clip") == "1 clip" and inputs.plural(0, "transcript") == "0 transcripts"
+
+
+def test_over_long_text_is_refused_with_its_length_never_cut():
+    with pytest.raises(InputError, match="The text is 5,000 characters long; one turn can be at most 1,000"):
+        inputs.check_text("x" * 5000)
+
+
+# -- one summary per generation -------------------------------------------------------------------
+
+
+def report(index, dropped=(), frames=10) -> TurnReport:
+    return TurnReport(index, 0, "Hi.", index, frames, frames * 0.08, True, list(dropped))
+
+
+def test_dropped_context_is_summarised_once_for_a_long_script():
+    dropped, reports = [], []
+    for i in range(17):  # from turn 5 on, each turn leaves out one more of the oldest turns
+        if i >= 4:
+            dropped = dropped + [f"turn {i - 3} of this run"]
+        reports.append(report(i, dropped))
+    warnings = result_warnings(reports)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("The model's window was full, so turns 5–17 were generated without turn 1 of")
+    assert warnings[0].count("turn 1 of this run") == 1
+
+
+def test_warnings_read_as_sentences_for_a_single_line():
+    warnings = result_warnings(
+        [
+            report(0, ["context turn 1"]),
+        ]
+    )
+    assert warnings[0].startswith("The model's window was full, so the turn was generated without context turn 1")
+    assert result_warnings([report(0, frames=0)])[0].startswith("The model ended the turn at once")
+
+
+# -- downloads named by content ---------------------------------------------------------------------
+
+
+def test_files_are_named_by_turn_speaker_and_voice():
+    assert outputs.turn_file_name(1, 1, "Maple") == "turn-02-speaker1-maple.wav"
+    assert outputs.turn_file_name(0, 5, None, partial=True) == "turn-01-speaker5-partial.wav"
+    assert outputs.line_file_name(0, "own voice", 42) == "speaker0-own-voice-seed42.wav"
+
+
+# -- clip notes on arrival --------------------------------------------------------------------------
+
+
+def write(tmp_path, name, audio, rate=RATE) -> str:
+    path = tmp_path / name
+    sf.write(path, audio, rate)
+    return str(path)
+
+
+def test_a_clip_is_judged_as_soon_as_it_arrives(tmp_path):
+    rng = np.random.default_rng(0)
+    voice = lambda seconds: 0.1 * rng.standard_normal(int(seconds * 8000)).astype(np.float32)  # noqa: E731
+    notes = {
+        "silent": clips.clip_note(write(tmp_path, "silent.wav", np.zeros(2 * RATE, np.float32)), 164),
+        "short": clips.clip_note(write(tmp_path, "short.wav", voice(0.2), 8000), 164),
+        "ten minutes": clips.clip_note(write(tmp_path, "long.wav", voice(600), 8000), 164),
+        "long": clips.clip_note(write(tmp_path, "long-ok.wav", voice(45), 8000), 164),
+        "good": clips.clip_note(write(tmp_path, "good.wav", voice(4), 8000), 164),
+    }
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    notes["corrupt"] = clips.clip_note(str(tmp_path / "corrupt.wav"), 164)
+    assert "is silent" in notes["silent"] and notes["silent"].startswith("⚠️")
+    assert "only 0.20 s long" in notes["short"] and "short.wav" in notes["short"]
+    assert "600 s long, longer than the model's whole context window" in notes["ten minutes"]
+    assert "cannot be read as audio" in notes["corrupt"]
+    assert notes["long"].startswith("ℹ️ 45.0 s") and notes["good"] == "✓ 4.0 s of audio"
+    assert clips.clip_note(None, 164) == ""
+
+
+# -- a real job on the tiny model: voices, notes, Stop ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def studio():
+    return Studio(TINY_MODEL, device="cpu").load()
+
+
+def test_a_speaker_without_a_voice_gets_a_note_and_unused_voices_are_said(studio):
+    lines = inputs.parse_script("[0] Hello.\n[5] Hi!")
+    job = studio.build_job(lines, [Voice(0, "river"), Voice(9, "maple")], [], Settings(seed=1))
+    assert [clip.segment.speaker for clip in job.context] == [0]  # speaker 9 says nothing: not in the prompt
+    assert job.voices == {0: "River"}
+    assert job.notes == [
+        "Speaker 9 says nothing in this request, so its voice was not used.",
+        "Speaker 5 has no voice prompt and no earlier turn, so the model picked a voice at random.",
+    ]
+    quiet = studio.build_job(lines, [Voice(9, "maple")], [], Settings(seed=1), note_unused_voices=False)
+    assert len(quiet.notes) == 1 and quiet.notes[0].startswith("Speaker 0 and speaker 5 have no voice")
+
+
+@pytest.mark.slow
+def test_stop_keeps_the_finished_turns_and_the_interrupted_one(studio):
+    lines = inputs.parse_script("[0] One.\n[1] Two.\n[0] Three.\n[1] Four.")
+    job = studio.build_job(lines, [Voice(0, "river")], [], Settings(max_seconds=3, topk=1, seed=4))
+    stop, events = threading.Event(), []
+    for event in studio.run(job, stop=stop):
+        events.append(event)
+        if isinstance(event, Chunk) and event.turn == 1:
+            stop.set()  # pressed during turn 2
+    result = events[-1]
+    assert isinstance(result, Result) and result.stopped
+    assert [t.index for t in result.turns] == [0, 1] and [t.stopped for t in result.turns] == [False, True]
+    first = next(e for e in events if isinstance(e, TurnDone))
+    partial_chunks = [e.audio for e in events if isinstance(e, Chunk) and e.turn == 1]
+    assert [p.name for p in result.turn_paths] == ["turn-01-speaker0-river.wav", "turn-02-speaker1-partial.wav"]
+    saved = [sf.read(p, dtype="float32")[0] for p in result.turn_paths]
+    np.testing.assert_allclose(saved[0], first.audio, atol=1 / 32768)
+    np.testing.assert_allclose(saved[1], np.concatenate(partial_chunks), atol=1 / 32768)
+    assert result.audio_path.name == "conversation.wav"
+    # The model was freed: the next job runs, and turn 1 comes out the same as before.
+    *_, again = studio.run(
+        studio.build_job(lines[:1], [Voice(0, "river")], [], Settings(max_seconds=3, topk=1, seed=4))
+    )
+    np.testing.assert_array_equal(sf.read(again.turn_paths[0], dtype="float32")[0], saved[0])
