@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.errors import InputError, user_facing_errors
-from studio.inputs import DEFAULT_MAX_SECONDS, TURN_GAP_S, Settings, check_line, check_speaker, parse_script
+from studio.inputs import DEFAULT_MAX_SECONDS, TURN_GAP_S, check_line, check_speaker, parse_script
+from studio.jobs import ONE_AT_A_TIME
 from studio.report import Result
 from studio.service import Studio, Voice
 
@@ -18,7 +19,6 @@ SCRIPT_DOC = (
     "Speak a script, one turn per line as `[speaker] text` (speakers 0-9), each turn in the context of the ones "
     f"before. Returns the stitched conversation ({TURN_GAP_S} s between turns), each turn's WAV, and a report."
 )
-ONE_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "generation"}  # one generation per GPU
 
 
 def api_voices(voices) -> list[Voice]:
@@ -38,30 +38,31 @@ def api_voices(voices) -> list[Voice]:
 
 def api_handlers(studio: Studio):
     def run(lines, context_audio, context_text, context_speakers, voices, settings) -> Result:
-        if isinstance(context_text, str) or isinstance(context_speakers, (str, int, float)):
-            raise InputError("context_text and context_speakers must be lists, one entry per context clip.")
-        turns = studio.context_turns(context_audio, context_text, context_speakers)
-        job = studio.build_job(lines, api_voices(voices), turns, Settings.parse(*settings))
-        *_, result = studio.run(job)
+        job = studio.prepare(lines, api_voices(voices), (context_audio, context_text, context_speakers), settings)
+        result = None
+        for result in studio.run(job):  # only the last event, the Result, is kept
+            pass
+        if result.error:  # the API answers whole requests: a failure midway fails the request
+            raise InputError(result.error)
         return result
 
     # gradio names the API's parameters after these functions' own: each is spelled out.
     def generate(
         text, speaker, context_audio, context_text, context_speakers, voices, temperature, topk, max_seconds, seed
     ):
-        settings = (temperature, topk, max_seconds, seed)
         with user_facing_errors():
-            studio.require_generator()
-            result = run([check_line(text, speaker)], context_audio, context_text, context_speakers, voices, settings)
+            studio.require_generator()  # said first: without the model nothing else matters
+            result = run([check_line(text, speaker)], context_audio, context_text, context_speakers, voices,
+                         (temperature, topk, max_seconds, seed))  # fmt: skip
             return str(result.audio_path), result.info(studio.description)
 
     def generate_script(
         script, context_audio, context_text, context_speakers, voices, temperature, topk, max_seconds, seed
     ):
-        settings = (temperature, topk, max_seconds, seed)
         with user_facing_errors():
             studio.require_generator()
-            result = run(parse_script(script), context_audio, context_text, context_speakers, voices, settings)
+            result = run(parse_script(script), context_audio, context_text, context_speakers, voices,
+                         (temperature, topk, max_seconds, seed))  # fmt: skip
             return str(result.audio_path), [str(p) for p in result.turn_paths], result.info(studio.description)
 
     return generate, generate_script

@@ -21,12 +21,17 @@ class InputError(ValueError):
     """A request the app cannot serve as given; the message tells the user what to change."""
 
 
+def capitalized(text: str) -> str:
+    """ "speaker 0's voice" -> "Speaker 0's voice": only the first letter changes."""
+    return text[:1].upper() + text[1:]
+
+
 def sentence(message: str) -> str:
     """`message` with a capital first letter, unless it starts with an argument's or a file's name."""
     first = message.split(" ", 1)[0].strip("`:,.")
     if not message or first in ARGUMENT_NAMES or any(c in first for c in "._/"):
         return message
-    return message[:1].upper() + message[1:]
+    return capitalized(message)
 
 
 def user_message(error: Exception) -> str:

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from csm.generator import FRAME_MS
+from csm.inputs import FRAME_MS
 from studio.errors import InputError
 
 SAMPLE_RATE = 24_000

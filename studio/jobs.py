@@ -9,7 +9,7 @@ import spaces  # first: on ZeroGPU it must patch torch before anything touches C
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -51,9 +51,9 @@ class TurnReport:
     speaker: int
     text: str
     seed: int
-    frames: int
-    seconds: float
-    ended_by_model: bool
+    frames: int = 0
+    seconds: float = 0.0
+    ended_by_model: bool = False
     dropped_context: list[str] = field(default_factory=list)
     generation_s: float = 0.0
     reused_context_frames: int = 0  # context the model still held from the request before: not recomputed
@@ -68,9 +68,29 @@ class Chunk:
 
 
 @dataclass
+class TurnStarted:
+    """Sent with a turn's first chunk, once its prompt is fitted: what a report of it so far says."""
+
+    report: TurnReport
+
+
+@dataclass
 class TurnDone:
     audio: np.ndarray
     report: TurnReport
+
+
+def finished_report(report: TurnReport, audio: np.ndarray, started: float, **changes) -> TurnReport:
+    """The report of a turn whose audio is `audio`: its length, and the time it took since `started`."""
+    frames = len(audio) * 1000 // (SAMPLE_RATE * FRAME_MS)
+    seconds, elapsed = round(len(audio) / SAMPLE_RATE, 3), round(time.perf_counter() - started, 3)
+    return replace(report, **{"frames": frames, "seconds": seconds, "generation_s": elapsed, **changes})
+
+
+def with_context(report: TurnReport, info, history: list[ContextClip]) -> TurnReport:
+    """The report with what fitting the prompt did: the context left out, and the context reused."""
+    dropped = [history[i].label for i in info.dropped_context]
+    return replace(report, dropped_context=dropped, reused_context_frames=info.reused_prompt_frames)
 
 
 def gpu_seconds(job: Job) -> int:
@@ -79,26 +99,26 @@ def gpu_seconds(job: Job) -> int:
 
 
 _generation_lock = threading.Lock()  # one job at a time: a script's turns run back to back
+ONE_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "generation"}  # the events that run jobs: one per GPU
 
 
 @spaces.GPU(duration=gpu_seconds)
-def run_job(job: Job) -> Iterator[Chunk | TurnDone]:
+def run_job(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
     """Generate the job's lines in order, yielding audio chunks as they come and a TurnDone per line."""
     # On ZeroGPU this runs in a worker process, from which only a gr.Error brings its message back.
     with user_facing_errors():
         yield from generate_lines(job)
 
 
-def generate_lines(job: Job) -> Iterator[Chunk | TurnDone]:
+def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
     generator = load_csm_1b(**job.model_key)  # cached: no loading here
     settings = job.settings
     with _generation_lock:
         history = list(job.context)
         pinned = sum(clip.is_prompt for clip in history)  # the prompts lead the context
         for index, line in enumerate(job.lines):
-            seed = job.seed + index
-            started = time.perf_counter()
-            chunks = []
+            report = TurnReport(index, line.speaker, line.text, job.seed + index, voice=job.voices.get(line.speaker))
+            started, chunks = time.perf_counter(), []
             stream = generator.generate_stream(
                 line.text,
                 line.speaker,
@@ -106,22 +126,22 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnDone]:
                 max_audio_length_ms=settings.max_frames * FRAME_MS,
                 temperature=settings.temperature,
                 topk=settings.topk,
-                seed=seed,
+                seed=report.seed,
                 pinned=pinned,
             )
             try:
                 for chunk in stream:
+                    if not chunks:  # the prompt is fitted by now: what it left out is known
+                        report = with_context(report, stream.info, history)
+                        yield TurnStarted(report)
                     chunks.append(chunk.float().numpy())
                     yield Chunk(index, chunks[-1])
             finally:  # a Stop closes this generator mid-turn: free the model for the next request now
                 stream.close()
-            info = stream.info
             audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-            report = TurnReport(
-                index, line.speaker, line.text, seed, info.frames, round(len(audio) / SAMPLE_RATE, 3),
-                info.ended_by_model, [history[i].label for i in info.dropped_context],
-                round(time.perf_counter() - started, 3), info.reused_prompt_frames, job.voices.get(line.speaker),
-            )  # fmt: skip
+            info = stream.info
+            report = finished_report(with_context(report, info, history), audio, started, frames=info.frames,
+                                     ended_by_model=info.ended_by_model)  # fmt: skip
             yield TurnDone(audio, report)
             if len(audio) >= generator.codec.samples_per_frame:  # an empty turn cannot be context
                 segment = Segment(line.speaker, line.text, torch.from_numpy(audio))

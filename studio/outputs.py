@@ -36,16 +36,18 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24]
 
 
+def speaker_part(speaker: int, voice: str | None) -> str:
+    return f"speaker{speaker}-{slug(voice)}" if voice and slug(voice) else f"speaker{speaker}"
+
+
 def turn_file_name(index: int, speaker: int, voice: str | None, partial: bool = False) -> str:
     """turn-02-speaker1-maple.wav: a download says which turn and whose voice it is."""
-    voice_part = f"-{slug(voice)}" if voice and slug(voice) else ""
-    return f"turn-{index + 1:02d}-speaker{speaker}{voice_part}{'-partial' if partial else ''}.wav"
+    return f"turn-{index + 1:02d}-{speaker_part(speaker, voice)}{'-partial' if partial else ''}.wav"
 
 
 def line_file_name(speaker: int, voice: str | None, seed: int, partial: bool = False) -> str:
     """speaker1-maple-seed42.wav for a single line: the seed tells two takes of it apart."""
-    voice_part = f"-{slug(voice)}" if voice and slug(voice) else ""
-    return f"speaker{speaker}{voice_part}-seed{seed}{'-partial' if partial else ''}.wav"
+    return f"{speaker_part(speaker, voice)}-seed{seed}{'-partial' if partial else ''}.wav"
 
 
 def stitch(turns: list[np.ndarray]) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from csm.audio import load_audio, save_wav, to_mono
+from csm.hub import download
 from studio.inputs import SAMPLE_RATE
 from studio.outputs import OUTPUT_DIR
 
@@ -18,7 +19,6 @@ log = logging.getLogger("csm-studio")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 PRESETS_FILE = EXAMPLES_DIR / "presets.json"
-HUB_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -64,19 +64,17 @@ class PresetLibrary:
                 self._audio[preset.path] = to_mono(samples, rate, SAMPLE_RATE)
             return self._audio[preset.path]
 
-    def fetch_hub_prompts(self, timeout: float = HUB_TIMEOUT_S) -> threading.Thread:
+    def fetch_hub_prompts(self) -> threading.Thread:
         """Start fetching the official prompts; start-up never waits for the Hub."""
-        thread = threading.Thread(target=self._fetch_hub_prompts, args=(timeout,), name="hub-prompts", daemon=True)
+        thread = threading.Thread(target=self._fetch_hub_prompts, name="hub-prompts", daemon=True)
         thread.start()
         return thread
 
-    def _fetch_hub_prompts(self, timeout: float) -> None:
-        from huggingface_hub import hf_hub_download
-
+    def _fetch_hub_prompts(self) -> None:
         found = []
         for spec in self._hub_specs:
-            try:  # HF_HUB_OFFLINE is honoured by hf_hub_download: cached files only
-                cached = hf_hub_download(spec["repo_id"], spec["file"], etag_timeout=timeout)
+            try:  # offline (HF_HUB_OFFLINE, or found unreachable at start): cached files only
+                cached = download(spec["repo_id"], spec["file"])
                 # A 24 kHz mono copy in the temp dir: smaller to preview, and gradio may serve it.
                 samples, rate = load_audio(cached)
                 local = OUTPUT_DIR / "presets" / f"{spec['id']}.wav"

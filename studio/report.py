@@ -21,7 +21,8 @@ class Result:
     seconds: float
     elapsed_s: float
     warnings: list[str]
-    stopped: bool = False
+    stopped: bool = False  # by the user's Stop
+    error: str | None = None  # a failure that ended the job after some audio: what came before is kept
 
     def info(self, model: str) -> dict:
         return {
@@ -31,7 +32,6 @@ class Result:
             "gap_seconds": TURN_GAP_S if self.planned_turns > 1 else 0.0,
             "turns": [asdict(t) for t in self.turns],
             "warnings": self.warnings,
-            "stopped": self.stopped,
             "elapsed_seconds": round(self.elapsed_s, 3),
             "model": model,
         }
@@ -52,19 +52,27 @@ def turns_phrase(indices: list[int], total: int) -> str:
     return f"turn {numbers(indices)}" if len(indices) == 1 else f"turns {numbers(indices)}"
 
 
-def result_warnings(reports: list[TurnReport]) -> list[str]:
+def result_warnings(reports: list[TurnReport], planned_turns: int) -> list[str]:
     """One warning per kind of problem for the whole request, however many turns it touched."""
     warnings = []
     cut = [r for r in reports if r.dropped_context]
-    if cut:
-        left_out = list(dict.fromkeys(label for r in cut for label in r.dropped_context))  # first seen first
-        which = turns_phrase([r.index + 1 for r in cut], len(reports))
+    if len(cut) == 1:
         warnings.append(
-            f"The model's window was full, so {which} {'was' if len(cut) == 1 else 'were'} generated without "
-            f"{', '.join(left_out)} (the oldest context goes first, the speaker prompts last)."
+            f"The model's window was full, so {turns_phrase([cut[0].index + 1], planned_turns)} was generated "
+            f"without {', '.join(cut[0].dropped_context)} (the oldest context goes first, the speaker prompts last)."
+        )
+    elif cut:
+        first_without = {}  # each left-out piece, and the first turn generated without it
+        for r in cut:
+            for label in r.dropped_context:
+                first_without.setdefault(label, r.index + 1)
+        pieces = ", ".join(f"{label} from turn {turn} on" for label, turn in first_without.items())
+        warnings.append(
+            f"The model's window was full, so {turns_phrase([r.index + 1 for r in cut], planned_turns)} were "
+            f"generated without some of the context (the oldest goes first, the speaker prompts last): {pieces}."
         )
     silent = [r.index + 1 for r in reports if r.frames == 0 and not r.stopped]
     if silent:
-        which = turns_phrase(silent, len(reports))
+        which = turns_phrase(silent, planned_turns)
         warnings.append(f"The model ended {which} at once, with no audio: try another seed or rephrase.")
     return warnings

@@ -19,9 +19,9 @@ from csm.generator import FRAME_MS, Generator, Segment, load_csm_1b
 from csm.loading import CheckpointError
 from csm.text import TokenizerError
 from studio.clips import load_clip
-from studio.errors import InputError, sentence
-from studio.inputs import SAMPLE_RATE, Line, Settings, check_speaker, plural
-from studio.jobs import Chunk, ContextClip, Job, TurnDone, TurnReport, run_job
+from studio.errors import InputError, capitalized, sentence, user_message
+from studio.inputs import DEFAULT_MAX_SECONDS, SAMPLE_RATE, Line, Settings, check_speaker, plural
+from studio.jobs import Chunk, ContextClip, Job, TurnDone, TurnStarted, finished_report, run_job
 from studio.outputs import line_file_name, new_output_dir, stitch, turn_file_name
 from studio.presets import PresetLibrary
 from studio.report import Result, result_warnings
@@ -52,6 +52,7 @@ class Studio:
         self.presets = presets or PresetLibrary()
         self.generator: Generator | None = None
         self.load_error: str | None = None
+        self.load_error_is_download = False  # the Hub or the cache: the fix is a token, a network or a folder
         self.model_key: dict = {}
 
     @property
@@ -71,7 +72,7 @@ class Studio:
             self.generator = load_csm_1b(**self.model_key)
             log.info("Loaded %s in %.1f s", self.description, time.perf_counter() - started)
         except (CheckpointError, TokenizerError) as e:
-            self.load_error = sentence(str(e))
+            self.load_error, self.load_error_is_download = sentence(str(e)), True
         except Exception as e:  # out of memory, a broken download: still serve the page
             log.exception("Loading %s failed", self.model_name)
             self.load_error = f"{type(e).__name__}: {e}"
@@ -80,26 +81,34 @@ class Studio:
         return self
 
     @property
+    def can_generate(self) -> bool:
+        return self.generator is not None
+
+    @property
     def description(self) -> str:
         if self.generator is not None:
             return f"{self.generator.description} on {self.generator.device}"
         return f"{self.model_name} (not loaded)"
 
-    @property
-    def window_seconds(self) -> float:
-        """The model's whole context window in seconds of audio (2048 frames: about 164 s)."""
+    def clip_room_seconds(self, max_seconds: float = DEFAULT_MAX_SECONDS) -> float:
+        """About how long one context clip may be next to a reply of `max_seconds` (the window is ~164 s)."""
         frames = self.generator.model.max_seq_len if self.generator is not None else 2048
-        return frames * FRAME_MS / 1000
+        return (frames - max_seconds * 1000 / FRAME_MS) * FRAME_MS / 1000 - 2  # ~2 s for the texts
 
     def banner(self) -> tuple[str, str]:
         """Markdown for the top of the page and its kind ("error", "note" or ""): what runs, or why nothing does."""
         if self.load_error:
-            return (
-                f"### ⛔ The model could not be loaded, so generation is switched off\n"
-                f"**{self.model_name}**: {self.load_error}\n\n"
+            fix = (
                 "To fix it: for sesame/csm-1b, accept its terms at https://huggingface.co/sesame/csm-1b, set "
                 "`HF_TOKEN` (a Space secret, or the environment) and restart; offline, pass a local folder with "
-                "`--model`. To try the interface without the model, run `python app.py --model tiny`."
+                "`--model`."
+                if self.load_error_is_download
+                else "This is not a download problem: the server's log has the details."
+            )
+            return (
+                f"### ⛔ The model could not be loaded, so generation is switched off\n"
+                f"**{self.model_name}**: {self.load_error}\n\n{fix} "
+                "To try the interface without the model, run `python app.py --model tiny`."
             ), "error"
         if self.is_tiny:
             return (
@@ -116,6 +125,14 @@ class Studio:
 
     # -- requests -> jobs --------------------------------------------------------------------------
 
+    def prepare(self, lines: list[Line], voices: list[Voice], turns: tuple, settings: tuple, **options) -> Job:
+        """A request as the API and the page both make it -> a Job, every part checked first.
+
+        `turns` is the conversation so far as (paths, transcripts, speakers); `settings` as
+        (temperature, topk, max_seconds, seed), as typed; `options` go to build_job.
+        """
+        return self.build_job(lines, voices, self.context_turns(*turns), Settings.parse(*settings), **options)
+
     def voice_prompt(self, voice: Voice) -> tuple[ContextClip, str]:
         """A speaker prompt and the voice's name, from a preset id or an own clip."""
         if voice.preset_id is None:
@@ -131,6 +148,9 @@ class Studio:
         return ContextClip(segment, f"speaker {voice.speaker}'s voice ({preset.short_name})", True), preset.short_name
 
     def context_turns(self, paths, transcripts, speakers, label="context turn") -> list[ContextClip]:
+        for name, value in (("context_text", transcripts), ("context_speakers", speakers)):
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise InputError(f"{name} must be a list, one entry per context clip, got {type(value).__name__}.")
         paths, transcripts, speakers = list(paths or []), list(transcripts or []), list(speakers or [])
         if not len(paths) == len(transcripts) == len(speakers):
             raise InputError(
@@ -140,7 +160,7 @@ class Studio:
         clips = []
         for i, (path, transcript, speaker) in enumerate(zip(paths, transcripts, speakers)):
             name = f"{label} {i + 1}"
-            speaker = check_speaker(speaker, f"{name.capitalize()}: the speaker")
+            speaker = check_speaker(speaker, f"{capitalized(name)}: the speaker")
             clips.append(ContextClip(load_clip(path, transcript, speaker, name), name))
         return clips
 
@@ -165,16 +185,13 @@ class Studio:
         self.check_fits(generator, lines, context, settings)
         notes = []
         if unused and note_unused_voices:
-            who = " and ".join(f"speaker {s}" for s in unused).capitalize()
-            notes.append((f"{who} say{'s' if len(unused) == 1 else ''} nothing in this request, so "
-                                  f"{'its voice was' if len(unused) == 1 else 'their voices were'} not used."))  # fmt: skip
+            one = len(unused) == 1
+            notes.append(f"{speakers_phrase(unused)} say{'s' if one else ''} nothing in this request, so "
+                         f"{'its voice was' if one else 'their voices were'} not used.")  # fmt: skip
         unvoiced = sorted({line.speaker for line in lines} - {clip.segment.speaker for clip in context})
         if unvoiced:
-            who = " and ".join(f"speaker {s}" for s in unvoiced).capitalize()
-            notes.append((
-                f"{who} {'has' if len(unvoiced) == 1 else 'have'} no voice prompt and no earlier turn, "
-                "so the model picked a voice at random."
-            ))  # fmt: skip
+            notes.append(f"{speakers_phrase(unvoiced)} {'has' if len(unvoiced) == 1 else 'have'} no voice prompt "
+                         "and no earlier turn, so the model picked a voice at random.")  # fmt: skip
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         return Job(self.model_key, lines, context, settings, seed, names, notes)
 
@@ -203,50 +220,53 @@ class Studio:
     # -- jobs -> audio and files --------------------------------------------------------------------
 
     def run(self, job: Job, stop: threading.Event | None = None) -> Iterator[Chunk | TurnDone | Result]:
-        """The job's chunks and turns as they come, then its Result. A set `stop` ends it after the
-        current chunk; the turns done so far and the interrupted turn's audio are kept."""
-        started, turns, pending = time.perf_counter(), [], []
+        """The job's chunks and turns as they come, then its Result.
+
+        A set `stop` ends the job after the current chunk; a failure after the first chunk ends it
+        with the failure said in the Result. Either way the finished turns and the interrupted turn's
+        audio (marked partial) are kept.
+        """
+        started, turns, pending, current, error = time.perf_counter(), [], [], None, None
         if stop is not None and stop.is_set():  # Stop was pressed while the job waited in the queue
             yield self.finish(job, [], started, stopped=True)
             return
         events = run_job(job)
         try:
             for event in events:
-                if isinstance(event, Chunk):
+                if isinstance(event, TurnStarted):
+                    current, pending = event.report, []
+                elif isinstance(event, Chunk):
                     pending.append(event.audio)
-                else:
+                elif isinstance(event, TurnDone):
                     turns.append(event)
-                    pending = []
+                    current, pending = None, []
                 yield event
                 if stop is not None and stop.is_set():
                     break
+        except Exception as e:
+            if not turns and not pending:
+                raise  # nothing to keep: the request failed as a whole
+            error = user_message(e)
         finally:
             events.close()
-        stopped = len(turns) < len(job.lines)
-        if stopped and pending:
-            turns.append(self.partial_turn(job, len(turns), np.concatenate(pending)))
-        yield self.finish(job, turns, started, stopped)
+        if current is not None and pending:
+            audio = np.concatenate(pending)
+            turns.append(TurnDone(audio, finished_report(current, audio, started, stopped=True)))
+        yield self.finish(job, turns, started, stopped=error is None and len(turns) < len(job.lines), error=error)
 
-    @staticmethod
-    def partial_turn(job: Job, index: int, audio: np.ndarray) -> TurnDone:
-        line = job.lines[index]
-        frames = len(audio) * 1000 // (SAMPLE_RATE * FRAME_MS)
-        report = TurnReport(index, line.speaker, line.text, job.seed + index, frames, round(len(audio) / SAMPLE_RATE, 3),
-                            False, voice=job.voices.get(line.speaker), stopped=True)  # fmt: skip
-        return TurnDone(audio, report)
-
-    def finish(self, job: Job, turns: list[TurnDone], started: float, stopped: bool = False) -> Result:
+    def finish(self, job: Job, turns: list[TurnDone], started: float, stopped=False, error=None) -> Result:
         """Write each turn (and for a script the stitched conversation) as 24 kHz 16-bit WAV."""
-        folder, script = new_output_dir(), len(job.lines) > 1
-        turn_paths = []
+        script, turn_paths, audio, audio_path = len(job.lines) > 1, [], None, None
+        folder = new_output_dir() if turns else None
         for done in turns:
             r = done.report
             name = turn_file_name(r.index, r.speaker, r.voice, r.stopped) if script else line_file_name(
                 r.speaker, r.voice, r.seed, r.stopped)  # fmt: skip
             save_wav(folder / name, done.audio, SAMPLE_RATE)
             turn_paths.append(folder / name)
-        audio_path, audio = (turn_paths[0], turns[0].audio) if len(turns) == 1 and not script else (None, None)
-        if audio_path is None and turns:
+        if turns and not script:
+            audio, audio_path = turns[0].audio, turn_paths[0]
+        elif turns:
             audio, audio_path = stitch([t.audio for t in turns]), folder / "conversation.wav"
             save_wav(audio_path, audio, SAMPLE_RATE)
         reports = [t.report for t in turns]
@@ -258,37 +278,12 @@ class Studio:
             seed=job.seed,
             seconds=0.0 if audio is None else len(audio) / SAMPLE_RATE,
             elapsed_s=time.perf_counter() - started,
-            warnings=job.notes + result_warnings(reports),
+            warnings=job.notes + result_warnings(reports, len(job.lines)),
             stopped=stopped,
+            error=error,
         )
 
 
-class StopSignals:
-    """One Stop flag per browser session: the Stop button sets it, the running job reads it between chunks.
-
-    A flag rather than gradio's `cancels`: cancelling kills the event, and with it every turn done so far.
-    """
-
-    def __init__(self):
-        self._flags: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-
-    def arm(self, session: str) -> None:
-        """At a Generate click, before the job is queued: a Stop from now on stops this job."""
-        with self._lock:
-            self._flags[session] = threading.Event()
-
-    def stop(self, session: str) -> None:
-        with self._lock:
-            if session in self._flags:
-                self._flags[session].set()
-
-    def flag(self, session: str) -> threading.Event:
-        with self._lock:
-            return self._flags.setdefault(session, threading.Event())
-
-    def release(self, session: str, flag: threading.Event) -> None:
-        """The job is over: forget its flag (unless a newer Generate has armed another)."""
-        with self._lock:
-            if self._flags.get(session) is flag:
-                del self._flags[session]
+def speakers_phrase(speakers: list[int]) -> str:
+    """[5] -> "Speaker 5"; [0, 5] -> "Speaker 0 and speaker 5"."""
+    return capitalized(" and ".join(f"speaker {s}" for s in speakers))

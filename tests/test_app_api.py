@@ -229,7 +229,7 @@ BAD_REQUESTS = {
     "context_text not a list": (
         "/generate",
         lambda clips: {"text": "Hi", **context_of(clips["silent"]), "context_text": "words"},
-        "context_text and context_speakers must be lists",
+        "context_text must be a list, one entry per context clip, got str",
     ),
     "truncated clip": (
         "/generate",
@@ -250,7 +250,7 @@ def test_bad_input_gets_a_clear_message(tiny_client, bad_clips, case):
     endpoint, request, message = BAD_REQUESTS[case]
     with pytest.raises(AppError) as caught:
         tiny_client.predict(**request(bad_clips), api_name=endpoint)
-    assert str(caught.value).startswith(message) or message in str(caught.value)
+    assert message in str(caught.value)
     assert "Traceback" not in str(caught.value)
     assert not str(caught.value).startswith("The text:")  # each message names its own argument
 
@@ -310,8 +310,8 @@ def test_context_left_out_of_a_full_window_is_reported_once(tiny_client):
     )  # fmt: skip
     assert [t["dropped_context"] for t in info["turns"]] == [["context turn 1"]] * 3
     assert info["warnings"] == [
-        "The model's window was full, so turns 1–3 were generated without context turn 1 "
-        "(the oldest context goes first, the speaker prompts last)."
+        "The model's window was full, so turns 1–3 were generated without some of the context "
+        "(the oldest goes first, the speaker prompts last): context turn 1 from turn 1 on."
     ]
 
 
@@ -335,7 +335,7 @@ def test_without_the_model_the_app_starts_and_says_how_to_fix_it(tmp_path):
             with pytest.raises(AppError) as caught:
                 client.predict(text="Hello", api_name="/generate")
             assert "could not be loaded" in str(caught.value)
-            assert "generated. cannot" not in str(caught.value)  # the reason reads as its own sentence
+            assert "nothing can be generated. config.json of sesame/csm-1b is not in the local" in str(caught.value)
             assert "HF_HUB_OFFLINE" in str(caught.value)  # csm's own explanation of what went wrong
     finally:
         server.stop()

@@ -171,6 +171,7 @@ def test_stop_keeps_every_finished_turn_and_the_interrupted_one(page):
     page.locator("#max-seconds input[type=number]").press("Enter")
     page.locator("#generate").click()
     page.locator("#status-line").get_by_text("Generated turn 1 of 4").wait_for(timeout=120_000)
+    page.wait_for_timeout(1500)  # into turn 2 (60 s of audio, several seconds to make)
     page.locator("#stop").click()
     page.locator("#status-line").get_by_text("Stopped").wait_for(timeout=60_000)
     info = page.locator("#result-info").inner_text()
@@ -249,4 +250,17 @@ def test_a_clip_is_judged_when_it_arrives(page):
     page.locator("#own-note-1").get_by_text("is silent").wait_for(timeout=30_000)
     page.get_by_text("Add an earlier turn").click()
     page.locator("#new-turn-audio input[type=file]").set_input_files(str(inputs / "blip.wav"))
-    page.locator("#new-turn-note").get_by_text("only 0.20 s long").wait_for(timeout=30_000)
+    page.locator("#new-turn-note").get_by_text("This clip (blip.wav) is only 0.20 s long").wait_for(timeout=30_000)
+    # Adding it anyway is refused next to it, and the form stays usable: no error badges over it.
+    page.locator("#new-turn-text textarea").fill("A blip.")
+    page.locator("#add-turn").click()
+    page.locator("#new-turn-note").get_by_text("The clip of turn 1 (blip.wav) is only 0.20 s long").wait_for()
+    assert "Error" not in page.locator("#new-turn-audio").inner_text()
+    assert page.locator(".turn-row").count() == 0
+    sf.write(inputs / "ten-minutes.wav", 0.1 * np.ones(600 * 8000, np.float32), 8000)
+    page.locator("#new-turn-audio").get_by_role("button", name="Clear").click()
+    page.locator("#new-turn-audio input[type=file]").set_input_files(str(inputs / "ten-minutes.wav"))
+    page.locator("#new-turn-note").get_by_text("600 s long, too long for the model's context").wait_for(timeout=60_000)
+    page.locator("#add-turn").click()
+    page.locator("#new-turn-note").get_by_text("The clip of turn 1 is 600 s long").wait_for(timeout=60_000)
+    assert page.locator(".turn-row").count() == 0

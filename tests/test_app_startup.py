@@ -15,7 +15,7 @@ from tests.conftest import ROOT, AppServer
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("device, says", [("cuda", "CUDA is not available"), ("tpu", "tpu")])
+@pytest.mark.parametrize("device, says", [("cuda", "CUDA is not available here"), ("tpu", "unknown device 'tpu'")])
 def test_a_device_this_machine_lacks_is_refused_at_start_naming_the_ones_it_has(device, says):
     if device == "cuda" and __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -56,7 +56,7 @@ def test_the_hub_prompts_are_not_waited_for_and_offline_leaves_the_shipped_voice
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     library = PresetLibrary()
-    library.fetch_hub_prompts(timeout=1).join(timeout=10)
+    library.fetch_hub_prompts().join(timeout=10)
     assert all(not p.official for p in library.all()) and len(library.all()) == len(MANIFEST["presets"])
 
 

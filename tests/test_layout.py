@@ -1,4 +1,4 @@
-"""The code's shape, as DEVELOPERS.md and the README's Layout promise it: small functions and modules, one format."""
+"""The code's shape, as the README's Layout promises it: small functions and modules, one format."""
 
 from __future__ import annotations
 

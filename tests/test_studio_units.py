@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from studio import clips, inputs, outputs
+from studio import clips, inputs, jobs, outputs
 from studio.errors import InputError, sentence
+from studio.stops import StopSignals
 from studio.inputs import Line, Settings
 from studio.jobs import Chunk, TurnDone, TurnReport
 from studio.report import Result, result_warnings
@@ -78,20 +79,21 @@ def test_dropped_context_is_summarised_once_for_a_long_script():
         if i >= 4:
             dropped = dropped + [f"turn {i - 3} of this run"]
         reports.append(report(i, dropped))
-    warnings = result_warnings(reports)
+    warnings = result_warnings(reports, 17)
     assert len(warnings) == 1
-    assert warnings[0].startswith("The model's window was full, so turns 5–17 were generated without turn 1 of")
+    assert warnings[0].startswith(
+        "The model's window was full, so turns 5–17 were generated without some of the context (the oldest goes "
+        "first, the speaker prompts last): turn 1 of this run from turn 5 on, turn 2 of this run from turn 6 on, "
+    )
     assert warnings[0].count("turn 1 of this run") == 1
 
 
 def test_warnings_read_as_sentences_for_a_single_line():
-    warnings = result_warnings(
-        [
-            report(0, ["context turn 1"]),
-        ]
-    )
+    warnings = result_warnings([report(0, ["context turn 1"])], 1)
     assert warnings[0].startswith("The model's window was full, so the turn was generated without context turn 1")
-    assert result_warnings([report(0, frames=0)])[0].startswith("The model ended the turn at once")
+    assert result_warnings([report(0, frames=0)], 1)[0].startswith("The model ended the turn at once")
+    # A script stopped after its first turn still names that turn as one of several.
+    assert result_warnings([report(0, frames=0)], 4)[0].startswith("The model ended turn 1 at once")
 
 
 # -- downloads named by content ---------------------------------------------------------------------
@@ -116,17 +118,19 @@ def test_a_clip_is_judged_as_soon_as_it_arrives(tmp_path):
     rng = np.random.default_rng(0)
     voice = lambda seconds: 0.1 * rng.standard_normal(int(seconds * 8000)).astype(np.float32)  # noqa: E731
     notes = {
-        "silent": clips.clip_note(write(tmp_path, "silent.wav", np.zeros(2 * RATE, np.float32)), 164),
-        "short": clips.clip_note(write(tmp_path, "short.wav", voice(0.2), 8000), 164),
-        "ten minutes": clips.clip_note(write(tmp_path, "long.wav", voice(600), 8000), 164),
-        "long": clips.clip_note(write(tmp_path, "long-ok.wav", voice(45), 8000), 164),
-        "good": clips.clip_note(write(tmp_path, "good.wav", voice(4), 8000), 164),
+        "silent": clips.clip_note(write(tmp_path, "silent.wav", np.zeros(2 * RATE, np.float32)), 152),
+        "short": clips.clip_note(write(tmp_path, "short.wav", voice(0.2), 8000), 152),
+        "ten minutes": clips.clip_note(write(tmp_path, "long.wav", voice(600), 8000), 152),
+        "just over": clips.clip_note(write(tmp_path, "over.wav", voice(155), 8000), 152),
+        "long": clips.clip_note(write(tmp_path, "long-ok.wav", voice(45), 8000), 152),
+        "good": clips.clip_note(write(tmp_path, "good.wav", voice(4), 8000), 152),
     }
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
-    notes["corrupt"] = clips.clip_note(str(tmp_path / "corrupt.wav"), 164)
+    notes["corrupt"] = clips.clip_note(str(tmp_path / "corrupt.wav"), 152)
     assert "is silent" in notes["silent"] and notes["silent"].startswith("⚠️")
     assert "only 0.20 s long" in notes["short"] and "short.wav" in notes["short"]
-    assert "600 s long, longer than the model's whole context window" in notes["ten minutes"]
+    assert "600 s long, too long for the model's context: about 152 s fit" in notes["ten minutes"]
+    assert notes["just over"].startswith("⚠️ This clip is 155 s long")  # what Generate would refuse
     assert "cannot be read as audio" in notes["corrupt"]
     assert notes["long"].startswith("ℹ️ 45.0 s") and notes["good"] == "✓ 4.0 s of audio"
     assert clips.clip_note(None, 164) == ""
@@ -172,8 +176,67 @@ def test_stop_keeps_the_finished_turns_and_the_interrupted_one(studio):
     np.testing.assert_allclose(saved[0], first.audio, atol=1 / 32768)
     np.testing.assert_allclose(saved[1], np.concatenate(partial_chunks), atol=1 / 32768)
     assert result.audio_path.name == "conversation.wav"
-    # The model was freed: the next job runs, and turn 1 comes out the same as before.
+    assert not jobs._generation_lock.locked()  # the model was freed at once
+    # The next job runs, and turn 1 comes out the same as before.
     *_, again = studio.run(
         studio.build_job(lines[:1], [Voice(0, "river")], [], Settings(max_seconds=3, topk=1, seed=4))
     )
     np.testing.assert_array_equal(sf.read(again.turn_paths[0], dtype="float32")[0], saved[0])
+
+
+def test_stop_pressed_while_the_job_waited_generates_nothing_and_writes_nothing(studio, monkeypatch):
+    job = studio.build_job([Line(0, "Hi.")], [], [], Settings(max_seconds=1, seed=1))
+    monkeypatch.setattr(jobs, "generate_lines", lambda job: pytest.fail("the job ran"))
+    stop = threading.Event()
+    stop.set()
+    (result,) = studio.run(job, stop=stop)
+    assert result.stopped and result.turns == [] and result.audio_path is None and result.turn_paths == []
+
+
+@pytest.mark.slow
+def test_a_failure_midway_keeps_the_turns_before_it(studio, monkeypatch):
+    real = jobs.generate_lines
+
+    def fails_in_turn_two(job):
+        for event in real(job):
+            yield event
+            if isinstance(event, Chunk) and event.turn == 1:
+                raise RuntimeError("the GPU went away")
+
+    monkeypatch.setattr(jobs, "generate_lines", fails_in_turn_two)
+    job = studio.build_job(inputs.parse_script("[0] One.\n[1] Two.\n[0] Three."), [], [],
+                           Settings(max_seconds=1, topk=1, seed=2))  # fmt: skip
+    *_, result = studio.run(job)
+    assert result.error == "Generation failed unexpectedly (RuntimeError). The app is still running: try again."
+    assert not result.stopped and [t.stopped for t in result.turns] == [False, True]
+    assert [p.name for p in result.turn_paths] == ["turn-01-speaker0.wav", "turn-02-speaker1-partial.wav"]
+    assert not jobs._generation_lock.locked()
+
+
+def test_a_failure_before_any_audio_fails_the_request(studio, monkeypatch):
+    def fails_at_once(job):
+        raise RuntimeError("no GPU")
+        yield
+
+    monkeypatch.setattr(jobs, "generate_lines", fails_at_once)
+    job = studio.build_job([Line(0, "Hi.")], [], [], Settings(max_seconds=1, seed=1))
+    with pytest.raises(Exception, match="Generation failed unexpectedly"):
+        list(studio.run(job))
+
+
+def test_stop_signals_are_one_per_session_and_forgotten_when_done():
+    stops = StopSignals()
+    stops.arm("a")
+    stops.arm("b")
+    running = stops.flag("a")
+    stops.stop("a")
+    assert running.is_set() and not stops.flag("b").is_set()  # another tab's job goes on
+    stops.arm("a")  # the next Generate of that session starts unstopped
+    assert not stops.flag("a").is_set()
+    stops.release("a", running)  # the old job's end does not forget the new job's flag
+    assert len(stops) == 2
+    stops.release("a", stops.flag("a"))
+    stops.release("b")  # the page was closed
+    assert len(stops) == 0
+    stops.stop("gone")  # a Stop from a session with no job does nothing
+    assert len(stops) == 0

@@ -28,11 +28,12 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 cards, add_speaker, remove_speaker = voices_panel(studio)
-                turn_speaker = conversation_panel(studio, turns_state, names)
-                compose = compose_panel(names, can_generate=studio.generator is not None)
+                conversation = conversation_panel(turns_state, names)
+                compose = compose_panel(names, can_generate=studio.can_generate)
             with gr.Column(scale=2):
                 result = result_panel()
         api_endpoints(studio)
-        Page(studio, cards, add_speaker, remove_speaker, compose, turns_state, turn_speaker, result).wire(demo)
+        page = Page(studio, cards, (add_speaker, remove_speaker), compose, turns_state, conversation, result)
+        page.wire(demo)
     demo.queue(max_size=queue_size, default_concurrency_limit=4)
     return demo

@@ -20,8 +20,9 @@ LINE_EXAMPLES = [
 ]
 
 # Runs in the browser on every keystroke: the text is never cut, the count says when it is too long.
+# It counts as the server does, with runs of whitespace as one space.
 COUNTER_JS = f"""(text) => {{
-    const n = (text || "").length, max = {MAX_TEXT_CHARS};
+    const n = (text || "").trim().split(/\\s+/).join(" ").length, max = {MAX_TEXT_CHARS};
     const shown = n.toLocaleString("en") + " / " + max.toLocaleString("en") + " characters";
     return n > max ? "⚠️ " + shown + ": too long for one turn, split it into script lines" : shown;
 }}"""
@@ -32,6 +33,7 @@ class Compose:
     mode: gr.Radio
     line_group: gr.Group
     text: gr.Textbox
+    counter: gr.Markdown
     speaker: gr.Dropdown
     examples: gr.Examples
     script_group: gr.Group
@@ -67,13 +69,14 @@ def settings_panel() -> tuple:
 
 
 def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
+    """What to say, the settings and the buttons; Generate and Stop are off when the model is not loaded."""
     gr.Markdown("### 3 · What to say")
     mode = gr.Radio(["One line", "Script"], value="One line", show_label=False, elem_id="mode")
     with gr.Group(visible=True) as line_group:
         with gr.Row():
             text = gr.Textbox(label="Text", placeholder="What should be said next?", lines=2, scale=4,
                               elem_id="line-text")  # fmt: skip
-            speaker = gr.Dropdown(speaker_names[:SHOWN_CARDS], value=0, label="Speaker", scale=1, min_width=130,
+            speaker = gr.Dropdown(speaker_names[:SHOWN_CARDS], value=0, label="Speaker", scale=1, min_width=170,
                                   elem_id="line-speaker")  # fmt: skip
         counter = gr.Markdown(f"0 / {MAX_TEXT_CHARS:,} characters", elem_id="text-counter")
     examples = gr.Examples([[t] for t in LINE_EXAMPLES], inputs=[text], label="Try")
@@ -88,6 +91,5 @@ def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
         generate = gr.Button("▶ Generate", variant="primary", size="lg", scale=4, elem_id="generate",
                              interactive=can_generate)  # fmt: skip
         stop = gr.Button("■ Stop", variant="stop", size="lg", scale=1, elem_id="stop", interactive=can_generate)
-    text.change(None, text, counter, js=COUNTER_JS, api_visibility="private", queue=False)
-    return Compose(mode, line_group, text, speaker, examples, script_group, script, temperature, topk, max_seconds,
+    return Compose(mode, line_group, text, counter, speaker, examples, script_group, script, temperature, topk, max_seconds,
                    seed, generate, stop)  # fmt: skip

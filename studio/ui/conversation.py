@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import gradio as gr
 
-from studio.clips import clip_note, load_clip
-from studio.errors import user_facing_errors
+from studio.clips import load_clip
+from studio.errors import InputError
 from studio.inputs import SAMPLE_RATE, check_speaker
-from studio.service import Studio
-from studio.ui.style import COMPACT_PLAYER, PRIVATE, SHOWN_CARDS, UI_ONLY
+from studio.ui.style import COMPACT_PLAYER, PRIVATE, SHOWN_CARDS
 
 
-def new_turn(path, text: str, speaker: int, seconds: float) -> dict:
-    """A turn of the conversation as the page keeps it (in a gr.State)."""
+def new_turn(path, text: str, speaker: int, seconds: float, voice: str | None = None) -> dict:
+    """A turn of the conversation as the page keeps it (in a gr.State); `voice` names the speaker."""
     return {"id": uuid.uuid4().hex[:8], "path": str(path), "text": text, "speaker": int(speaker),
-            "seconds": round(seconds, 2)}  # fmt: skip
+            "seconds": round(seconds, 2), "voice": voice}  # fmt: skip
 
 
 def move_turn(turns: list, index: int, step: int) -> list:
@@ -35,7 +35,8 @@ def show_turns(turns: list, turns_state: gr.State) -> None:
         return
     for i, turn in enumerate(turns):
         with gr.Row(elem_classes=["turn-row"], key=f"turn-{turn['id']}"):
-            gr.Markdown(f"**{i + 1}** · Speaker {turn['speaker']}", elem_classes=["turn-label"])
+            voice = f" · {turn['voice']}" if turn.get("voice") else ""
+            gr.Markdown(f"**#{i + 1}** Speaker {turn['speaker']}{voice}", elem_classes=["turn-label"])
             gr.Audio(turn["path"], show_label=False, interactive=False, scale=3, min_width=260, buttons=[],
                      container=False, waveform_options=COMPACT_PLAYER)  # fmt: skip
             gr.Markdown(turn["text"], scale=3)
@@ -48,15 +49,30 @@ def show_turns(turns: list, turns_state: gr.State) -> None:
     gr.Button("Clear the conversation", size="sm").click(lambda: [], None, turns_state, **PRIVATE)
 
 
-def add_earlier_turn(turns, path, text, speaker):
-    with user_facing_errors():
-        speaker = check_speaker(speaker, "The speaker of the turn")
-        segment = load_clip(path, text, speaker, f"turn {len(turns) + 1}")
-    return turns + [new_turn(path, segment.text, speaker, len(segment.audio) / SAMPLE_RATE)], None, ""
+def add_earlier_turn(turns: list, path, text, speaker, voice: str | None, room_s: float) -> list:
+    """The conversation with one more turn, or an InputError: a clip too long for the window is refused
+    here, where it is added, rather than at Generate."""
+    speaker = check_speaker(speaker, "The speaker of the turn")
+    segment = load_clip(path, text, speaker, f"turn {len(turns) + 1}")
+    seconds = len(segment.audio) / SAMPLE_RATE
+    if seconds > room_s:
+        raise InputError(
+            f"The clip of turn {len(turns) + 1} is {seconds:.0f} s long, too long for the model's context: "
+            f"about {room_s:.0f} s fit next to a reply. Use a shorter clip."
+        )
+    return turns + [new_turn(path, segment.text, speaker, seconds, voice)]
 
 
-def conversation_panel(studio: Studio, turns_state: gr.State, speaker_names: list) -> gr.Dropdown:
-    """Returns the new turn's speaker picker (its choices follow the voice cards)."""
+@dataclass
+class ConversationPanel:
+    clip: gr.Audio
+    note: gr.Markdown
+    transcript: gr.Textbox
+    speaker: gr.Dropdown  # its choices follow the voice cards
+    add: gr.Button
+
+
+def conversation_panel(turns_state: gr.State, speaker_names: list) -> ConversationPanel:
     gr.Markdown(
         "### 2 · Conversation so far *(optional)*\n"
         "Earlier turns, oldest first: with the voices, they are the context of what is said next."
@@ -71,6 +87,4 @@ def conversation_panel(studio: Studio, turns_state: gr.State, speaker_names: lis
                                     elem_id="new-turn-text")  # fmt: skip
             speaker = gr.Dropdown(speaker_names[:SHOWN_CARDS], value=0, label="Speaker", elem_id="new-turn-speaker")
             add = gr.Button("Add to the conversation", variant="secondary", elem_id="add-turn")
-    clip.change(lambda path: clip_note(path, studio.window_seconds), clip, note, **UI_ONLY)
-    add.click(add_earlier_turn, [turns_state, clip, transcript, speaker], [turns_state, clip, transcript], **PRIVATE)
-    return speaker
+    return ConversationPanel(clip, note, transcript, speaker, add)

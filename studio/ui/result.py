@@ -44,16 +44,19 @@ def turn_table(result: Result) -> str:
     rows = ["| # | Spk | Text | Length |", "|---|---|---|---|"]
     for t in result.turns:
         short = (t.text if len(t.text) <= 60 else t.text[:60] + "…").replace("|", "\\|")
-        mark = " ■ partial" if t.stopped else ("" if t.ended_by_model else " ⏱")
+        mark = " ■ partial" if t.stopped else ("" if t.ended_by_model else " (length limit)")
         voice = f" · {t.voice}" if t.voice else ""
         rows.append(f"| {t.index + 1} | {t.speaker}{voice} | {short} | {t.seconds:.1f}&nbsp;s{mark} |")
     return "\n".join(rows)
 
 
 def stop_summary(result: Result) -> str:
-    done = sum(not t.stopped for t in result.turns)
     partial = next((t for t in result.turns if t.stopped), None)
-    text = f"■ **Stopped.** {done} of {result.planned_turns} turn{'s' if result.planned_turns > 1 else ''} finished"
+    if result.planned_turns == 1:
+        cut = f"The line was cut at {partial.seconds:.1f} s and is kept, marked partial." if partial else ""
+        return f"■ **Stopped.** {cut}"
+    done = sum(not t.stopped for t in result.turns)
+    text = f"■ **Stopped.** {done} of {result.planned_turns} turns finished"
     if partial is not None:
         text += f"; turn {partial.index + 1} was cut at {partial.seconds:.1f} s and is kept, marked partial"
     return text + "."
@@ -70,10 +73,14 @@ def describe_result(result: Result, description: str) -> str:
         parts.append(stop_summary(result))
     if result.planned_turns == 1 and result.turns and not result.stopped:
         t = result.turns[0]
-        limit = "⏱ stopped at the length limit: raise *Max length* if it was cut off"
+        limit = "stopped at the length limit: raise *Max length* if it was cut off"
         parts.append(f"{t.frames} frames · {'ended by the model' if t.ended_by_model else limit}")
     elif result.planned_turns > 1 and result.turns:
-        limit = "" if all(t.ended_by_model or t.stopped for t in result.turns) else " · ⏱ stopped at the length limit"
+        limit = (
+            ""
+            if all(t.ended_by_model or t.stopped for t in result.turns)
+            else " · (length limit): stopped at the length limit"
+        )
         parts.append(turn_table(result))
         parts.append(
             f"Turn *n* used seed {result.seed} + *n* − 1 · turns are {TURN_GAP_S:g} s apart in the conversation{limit}"

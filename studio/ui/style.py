@@ -16,7 +16,8 @@ CSS = """
 .turn-label { min-width: 90px; }
 .icon-button { min-width: 42px !important; max-width: 48px; font-size: 1.1em !important; }
 .preset-transcript p { font-style: italic; color: var(--body-text-color-subdued); font-size: 0.9em; margin: 0; }
-.clip-note p, #text-counter p { font-size: 0.85em; color: var(--body-text-color-subdued); margin: 2px 8px; }
+#text-counter p { font-size: 0.85em; color: var(--body-text-color-subdued); margin: 2px 8px; }
+.clip-note p { font-size: 0.95em; color: var(--body-text-color); margin: 4px 8px; }
 """
 
 INTRO = """

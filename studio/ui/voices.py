@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from studio.clips import clip_note
 from studio.presets import PresetLibrary
 from studio.service import Studio, Voice
-from studio.ui.style import COMPACT_PLAYER, MAX_CARDS, SHOWN_CARDS, UI_ONLY
+from studio.ui.style import COMPACT_PLAYER, MAX_CARDS, SHOWN_CARDS
 
 OWN_VOICE = "own"
 NO_VOICE = "none"
@@ -59,6 +58,7 @@ class SpeakerCard:
     preview_text: gr.Markdown
     own_group: gr.Group
     own_audio: gr.Audio
+    own_note: gr.Markdown
     own_text: gr.Textbox
 
     @property
@@ -91,10 +91,7 @@ def speaker_card(studio: Studio, speaker: int) -> SpeakerCard:
             own_note = gr.Markdown("", elem_classes=["clip-note"], elem_id=f"own-note-{speaker}")
             own_text = gr.Textbox(label="Its transcript", lines=2, placeholder="Exactly the words spoken in the clip",
                                   elem_id=f"own-text-{speaker}")  # fmt: skip
-    card = SpeakerCard(speaker, column, picker, preview, preview_text, own_group, own_audio, own_text)
-    picker.change(lambda choice: voice_views(presets, choice), picker, card.views, **UI_ONLY)
-    own_audio.change(lambda path: clip_note(path, studio.window_seconds), own_audio, own_note, **UI_ONLY)
-    return card
+    return SpeakerCard(speaker, column, picker, preview, preview_text, own_group, own_audio, own_note, own_text)
 
 
 def voices_panel(studio: Studio) -> tuple[list[SpeakerCard], gr.Button, gr.Button]:
