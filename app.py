@@ -14,11 +14,15 @@ import spaces  # noqa: F401  first: on ZeroGPU it must patch torch before anythi
 # isort: on
 
 import logging
+from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from studio.cli import parse_args, start_studio
-from studio.presets import EXAMPLES_DIR
+from studio.guard import SESSION_CAPACITY, BodyLimit, start_upload_sweeper
+from studio.inputs import MAX_UPLOAD
 from studio.ui import build_app
 from studio.ui.style import CSS
 
@@ -26,12 +30,17 @@ from studio.ui.style import CSS
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    demo = build_app(start_studio(args), queue_size=args.queue_size)
+    studio = start_studio(args)
+    demo = build_app(studio, queue_size=args.queue_size)
+    start_upload_sweeper(Path(get_upload_folder()))
     demo.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
-        allowed_paths=[str(EXAMPLES_DIR)],
+        allowed_paths=[str(preset.path) for preset in studio.presets.shipped],  # the clips, not the folder
+        max_file_size=MAX_UPLOAD,
+        state_session_capacity=SESSION_CAPACITY,
+        app_kwargs={"middleware": [Middleware(BodyLimit)]},
         theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="pink"),
         css=CSS,
     )

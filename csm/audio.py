@@ -6,6 +6,7 @@ No torchaudio: soundfile (libsndfile: WAV, FLAC, OGG, MP3, ...) reads and writes
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
@@ -30,6 +31,50 @@ def load_audio(path) -> tuple[np.ndarray, int]:
         raise ValueError(f"{path!r} holds no audio samples")
     samples = np.ascontiguousarray(samples.T)  # [C, T]: one row per channel
     return (samples[0] if samples.shape[0] == 1 else samples), int(sample_rate)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header declares: read before decoding, so limits can be checked first."""
+
+    sample_rate: int
+    channels: int
+    seconds: float
+
+
+def audio_info(path) -> AudioInfo:
+    """The header of an audio file, without decoding it; ValueError if it is not audio."""
+    path = os.fspath(path)
+    try:
+        info = sf.info(path)
+    except (sf.SoundFileError, RuntimeError, TypeError) as e:
+        raise ValueError(f"cannot read {path!r} as audio ({e})") from None
+    rate = int(info.samplerate)
+    return AudioInfo(rate, int(info.channels), info.frames / rate if rate > 0 else float("inf"))
+
+
+def load_mono(path, target_rate: int = 24_000, max_seconds: float | None = None) -> torch.Tensor:
+    """A file as 1-D float32 at `target_rate`, its channels averaged block by block.
+
+    Memory stays about one channel at the file's rate, however many channels it has; with
+    `max_seconds`, a file that decodes to more than that (whatever its header said) is refused.
+    """
+    path = os.fspath(path)
+    blocks, frames = [], 0
+    try:
+        with sf.SoundFile(path) as f:
+            rate = int(f.samplerate)
+            limit = None if max_seconds is None else int(max_seconds * rate) + 1
+            for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                blocks.append(block.mean(axis=1))
+                frames += len(block)
+                if limit is not None and frames > limit:
+                    raise ValueError(f"{path!r} holds more than {max_seconds:g} s of audio")
+    except (sf.SoundFileError, RuntimeError, TypeError) as e:
+        raise ValueError(f"cannot read {path!r} as audio ({e})") from None
+    if frames == 0:
+        raise ValueError(f"{path!r} holds no audio samples")
+    return to_mono(np.concatenate(blocks), rate, target_rate)
 
 
 def to_mono(audio, sample_rate, target_rate: int = 24_000) -> torch.Tensor:

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
+from gradio.data_classes import FileData, GradioRootModel
+from pydantic import ValidationError
 
 from studio.errors import InputError, user_facing_errors
-from studio.inputs import DEFAULT_MAX_SECONDS, TURN_GAP_S, check_line, check_speaker, parse_script
+from studio.inputs import (
+    DEFAULT_MAX_SECONDS,
+    MAX_CLIPS,
+    MAX_SPEAKER_ID,
+    TURN_GAP_S,
+    check_line,
+    check_speaker,
+    parse_script,
+    shown,
+)
 from studio.jobs import ONE_AT_A_TIME
 from studio.report import Result
 from studio.service import Studio, Voice
@@ -21,24 +34,56 @@ SCRIPT_DOC = (
 )
 
 
+class AnyPayload(GradioRootModel):
+    root: Any = None
+
+
+def clip_files(label: str) -> gr.File:
+    """context_audio: a list of files. Anything else is refused with a message naming the argument, not
+    by gradio's own check (which says nothing a caller can act on); one file alone is a list of one.
+
+    A gr.File whose payload check is swapped on the instance (a subclass would make gradio write a .pyi
+    stub next to this module); the API still describes a list of files, from the schema cached first.
+    """
+    files = gr.File(value=[], file_count="multiple", type="filepath", label=label)
+    files.api_info()
+    files.data_model = AnyPayload
+
+    def preprocess(payload: AnyPayload | None) -> list[str]:
+        given = None if payload is None else payload.root
+        given = [given] if isinstance(given, dict) else given or []
+        if not isinstance(given, list) or len(given) > MAX_CLIPS:
+            raise gr.Error(f"{label} must be a list of at most {MAX_CLIPS} audio files (handle_file(...)).",
+                           print_exception=False)  # fmt: skip
+        try:
+            return [files._process_single_file(FileData.model_validate(f)) for f in given]
+        except ValidationError:
+            raise gr.Error(f"{label} must be a list of audio files, each sent with handle_file(...).",
+                           print_exception=False) from None  # fmt: skip
+
+    files.preprocess = preprocess
+    return files
+
+
 def api_voices(voices) -> list[Voice]:
     """`{"speaker": "preset id"}` -> Voices."""
     if voices is None:
         return []
-    if not isinstance(voices, dict):
-        raise InputError('voices must map speaker numbers to preset ids, like {"0": "river", "1": "maple"}.')
+    if not isinstance(voices, dict) or len(voices) > MAX_SPEAKER_ID + 1:
+        raise InputError('voices must map speaker numbers (0 to 9) to preset ids, like {"0": "river", "1": "maple"}.')
     chosen = []
     for key, preset_id in voices.items():
-        speaker = check_speaker(key, f"voices: the speaker {key!r}")
-        if not isinstance(preset_id, str):
-            raise InputError(f"voices: speaker {speaker}'s voice must be a preset id (text), got {preset_id!r}.")
+        speaker = check_speaker(key, f"voices: the speaker {shown(key)}")
+        if not isinstance(preset_id, str) or len(preset_id) > 64:
+            raise InputError(f"voices: speaker {speaker}'s voice must be a preset id, got {shown(preset_id)}.")
         chosen.append(Voice(speaker, preset_id=preset_id))
     return chosen
 
 
 def api_handlers(studio: Studio):
-    def run(lines, context_audio, context_text, context_speakers, voices, settings) -> Result:
-        job = studio.prepare(lines, api_voices(voices), (context_audio, context_text, context_speakers), settings)
+    def run(lines, context_audio, context_text, context_speakers, voices, settings, request) -> Result:
+        context = (context_audio, context_text, context_speakers)
+        job = studio.prepare(lines, api_voices(voices), context, settings, session=request.session_hash)
         result = None
         for result in studio.run(job):  # only the last event, the Result, is kept
             pass
@@ -47,22 +92,25 @@ def api_handlers(studio: Studio):
         return result
 
     # gradio names the API's parameters after these functions' own: each is spelled out.
+    # context_audio defaults to None here: its component's empty list does not tell the API it is optional.
     def generate(
-        text, speaker, context_audio, context_text, context_speakers, voices, temperature, topk, max_seconds, seed
-    ):
+        text, speaker, context_audio=None, context_text=None, context_speakers=None, voices=None, temperature=0.9,
+        topk=50, max_seconds=DEFAULT_MAX_SECONDS, seed=-1, request: gr.Request = None,
+    ):  # fmt: skip
         with user_facing_errors():
             studio.require_generator()  # said first: without the model nothing else matters
             result = run([check_line(text, speaker)], context_audio, context_text, context_speakers, voices,
-                         (temperature, topk, max_seconds, seed))  # fmt: skip
+                         (temperature, topk, max_seconds, seed), request)  # fmt: skip
             return str(result.audio_path), result.info(studio.description)
 
     def generate_script(
-        script, context_audio, context_text, context_speakers, voices, temperature, topk, max_seconds, seed
-    ):
+        script, context_audio=None, context_text=None, context_speakers=None, voices=None, temperature=0.9, topk=50,
+        max_seconds=DEFAULT_MAX_SECONDS, seed=-1, request: gr.Request = None,
+    ):  # fmt: skip
         with user_facing_errors():
             studio.require_generator()
             result = run(parse_script(script), context_audio, context_text, context_speakers, voices,
-                         (temperature, topk, max_seconds, seed))  # fmt: skip
+                         (temperature, topk, max_seconds, seed), request)  # fmt: skip
             return str(result.audio_path), [str(p) for p in result.turn_paths], result.info(studio.description)
 
     return generate, generate_script
@@ -76,7 +124,7 @@ def api_endpoints(studio: Studio) -> None:
         text, script = gr.Textbox(label="text"), gr.Textbox(label="script")
         speaker = gr.Number(0, label="speaker")
         context = [
-            gr.File(value=[], file_count="multiple", type="filepath", label="context_audio"),
+            clip_files("context_audio"),
             gr.JSON(value=[], label="context_text"),
             gr.JSON(value=[], label="context_speakers"),
             gr.JSON(value={}, label="voices"),

@@ -1,4 +1,9 @@
-"""A voice clip from a file: read, made 24 kHz mono, and checked (on upload, and again before generating)."""
+"""A voice clip from a file: its header checked first, then read, made 24 kHz mono, and checked again.
+
+Checked on upload (a note next to the clip) and before generating. Every limit is checked on what
+the header declares before a sample is decoded, so a small file cannot make the server decode or
+resample gigabytes.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,64 @@ from pathlib import Path
 
 import torch
 
-from csm.audio import load_audio, to_mono
+from csm.audio import AudioInfo, audio_info, load_mono
 from csm.generator import Segment
 from studio.errors import InputError, capitalized
-from studio.inputs import SAMPLE_RATE
+from studio.inputs import (
+    CLIP_RATES,
+    MAX_CLIP_CHANNELS,
+    MAX_CLIP_S,
+    MAX_CLIPS,
+    MAX_REQUEST_CLIP_S,
+    MAX_TRANSCRIPT_CHARS,
+    SAMPLE_RATE,
+    plural,
+)
 
 MIN_CLIP_S = 0.5
 SILENCE_PEAK = 1e-4  # a clip whose loudest sample is below this holds no voice to imitate
 GOOD_CLIP_S = (5, 30)  # what imitates a voice well without filling the context window
+
+
+def clip_header(path, the_clip: str) -> AudioInfo:
+    """What the file declares, checked against the limits; `the_clip` names it in messages."""
+    try:
+        info = audio_info(path)
+    except ValueError:
+        raise InputError(
+            f"{the_clip} cannot be read as audio: use a WAV, FLAC, OGG or MP3 file that is not corrupt."
+        ) from None
+    low, high = CLIP_RATES
+    if not low <= info.sample_rate <= high:
+        raise InputError(
+            f"{the_clip} declares a sample rate of {info.sample_rate:,} Hz; "
+            f"clips from {low // 1000} to {high // 1000} kHz are read."
+        )
+    if info.channels > MAX_CLIP_CHANNELS:
+        raise InputError(f"{the_clip} has {info.channels} channels; at most {MAX_CLIP_CHANNELS} are read.")
+    if info.seconds > MAX_CLIP_S:
+        raise InputError(
+            f"{the_clip} is {info.seconds:.0f} s long, too long for the model's context: at most "
+            f"{MAX_CLIP_S} s of a clip is read (the whole window is 164 s); {GOOD_CLIP_S[0]} to "
+            f"{GOOD_CLIP_S[1]} s is plenty for a voice."
+        )
+    return info
+
+
+def check_request_clips(clips: list[tuple[object, str]]) -> None:
+    """All of a request's clips, (path, label) each, from their headers alone: each within the limits,
+    how many, and how long in all. Nothing is decoded until all of them pass."""
+    if len(clips) > MAX_CLIPS:
+        raise InputError(f"The request has {len(clips)} clips; at most {MAX_CLIPS} are read.")
+    total = 0.0
+    for path, label in clips:
+        if path and Path(path).is_file():  # a missing one is said when it is read
+            total += clip_header(path, f"The clip of {label} ({Path(path).name})").seconds
+    if total > MAX_REQUEST_CLIP_S:
+        raise InputError(
+            f"The request's {plural(len(clips), 'clip')} hold {total:.0f} s of audio together; at most "
+            f"{MAX_REQUEST_CLIP_S} s are read (the model's whole window is 164 s)."
+        )
 
 
 def read_clip(path, label: str | None) -> torch.Tensor:
@@ -24,12 +79,13 @@ def read_clip(path, label: str | None) -> torch.Tensor:
     the_clip = f"The clip of {label} ({name})" if label else f"This clip ({name})"
     if not Path(path).is_file():
         raise InputError(f"{the_clip} is no longer on the server (uploads expire after a few hours): add it again.")
+    clip_header(path, the_clip)
     try:
-        samples, rate = load_audio(path)
-        audio = to_mono(samples, rate, SAMPLE_RATE)
+        audio = load_mono(path, SAMPLE_RATE, max_seconds=MAX_CLIP_S)  # a header that lied is caught here
     except ValueError:
         raise InputError(
-            f"{the_clip} cannot be read as audio: use a WAV, FLAC, OGG or MP3 file that is not corrupt."
+            f"{the_clip} cannot be read as audio, or is longer than its header says: use a WAV, FLAC, OGG or "
+            "MP3 file that is not corrupt."
         ) from None
     seconds = len(audio) / SAMPLE_RATE
     if seconds < MIN_CLIP_S:
@@ -43,8 +99,14 @@ def read_clip(path, label: str | None) -> torch.Tensor:
 
 def load_clip(path, transcript, speaker: int, label: str) -> Segment:
     """A voice clip and its transcript -> a 24 kHz mono Segment, or an InputError saying what is wrong."""
-    has_transcript = isinstance(transcript, str) and transcript.strip()
-    if path and not has_transcript:  # a missing clip is said first: read_clip does
+    if transcript is not None and not isinstance(transcript, str):
+        raise InputError(f"The transcript of {label} must be text, got {type(transcript).__name__}.")
+    if transcript and len(transcript) > MAX_TRANSCRIPT_CHARS:
+        raise InputError(
+            f"The transcript of {label} is {len(transcript):,} characters long; at most {MAX_TRANSCRIPT_CHARS:,} "
+            "are read (a clip the model's window can hold has far fewer)."
+        )
+    if path and not (transcript or "").strip():  # a missing clip is said first: read_clip does
         raise InputError(
             f"{capitalized(label)} has no transcript: type the words spoken in the clip, so the model "
             "can tell the voice from the words."

@@ -16,6 +16,19 @@ MAX_SCRIPT_TURNS = 24
 TURN_GAP_S = 0.25  # silence between turns in a stitched conversation
 DEFAULT_MAX_SECONDS = 10
 MAX_SECONDS_LIMIT = 60
+
+# Limits on one request, checked before any decoding, tokenizing or GPU time: one request must not
+# take the Space down or hold it for long. The README's "Limits" lists them with these reasons.
+MAX_SCRIPT_CHARS = MAX_SCRIPT_TURNS * (MAX_TEXT_CHARS + 8)  # 24 full turns and their tags
+MAX_TRANSCRIPT_CHARS = 4_000  # a clip the window can hold (164 s) has about 2,500 characters of speech
+MAX_CLIPS = 32  # context clips per request: a conversation that fits the window has far fewer
+MAX_CLIP_S = 180  # declared length of one clip: the model's whole window is 164 s
+MAX_REQUEST_CLIP_S = 300  # declared audio of all clips together: the window, and room for what is left out
+CLIP_RATES = (8_000, 192_000)  # sample rates read; a 1 Hz header would make resampling explode
+MAX_CLIP_CHANNELS = 8
+MAX_REQUEST_SECONDS = 120  # audio one request may ask for (turns x max length): the GPU is shared
+MAX_UPLOAD = "50mb"  # 164 s of 48 kHz stereo 24-bit WAV is 47 MB
+
 # A bracketed tag at the start of a script line; what is inside is checked as a speaker id.
 SCRIPT_TAG = re.compile(r"^\s*\[([^\]]*)\]\s*(.*)$")
 
@@ -30,22 +43,28 @@ class Line:
     text: str
 
 
+def shown(value) -> str:
+    """A value as a message quotes it: its repr, cut short (a caller may send megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def number(value, name: str) -> float:
     """A finite number from what a form or an API call sent (strings too), or an InputError naming `name`."""
     if isinstance(value, bool):
-        raise InputError(f"{name} must be a number, got {value!r}.")
+        raise InputError(f"{name} must be a number, got {shown(value)}.")
     try:
         value = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{name} must be a number, got {value!r}.") from None
+        raise InputError(f"{name} must be a number, got {shown(value)}.") from None
     if not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value!r}.")
+        raise InputError(f"{name} must be a finite number, got {shown(value)}.")
     return value
 
 
 def whole_number(value, name: str, low: int, high: int, hint: str = "") -> int:
     """An integer in [low, high]; 1.5 is refused, not rounded."""
-    refusal = InputError(f"{name} must be a whole number from {low} to {high}{hint}, got {value!r}.")
+    refusal = InputError(f"{name} must be a whole number from {low} to {high}{hint}, got {shown(value)}.")
     try:
         as_float = number(value, name)
     except InputError:
@@ -63,7 +82,8 @@ def check_text(text, name: str = "The text") -> str:
     """The text of one turn, whitespace tidied; refused when empty or too long (never cut)."""
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{name} is empty: type what the speaker should say.")
-    text = " ".join(text.split())  # newlines and runs of spaces mean nothing to the model
+    if len(text) <= 4 * MAX_TEXT_CHARS:  # far longer text is refused as it came, before any work on it
+        text = " ".join(text.split())  # newlines and runs of spaces mean nothing to the model
     if len(text) > MAX_TEXT_CHARS:
         raise InputError(
             f"{name} is {len(text):,} characters long; one turn can be at most {MAX_TEXT_CHARS:,}. "
@@ -80,6 +100,11 @@ def parse_script(script) -> list[Line]:
     """`[0] Hello there` lines -> Lines; blank lines are skipped."""
     if script is not None and not isinstance(script, str):
         raise InputError(f"script must be text, one `[speaker] text` turn per line, got {type(script).__name__}.")
+    if len(script or "") > MAX_SCRIPT_CHARS:
+        raise InputError(
+            f"The script is {len(script):,} characters long; at most {MAX_SCRIPT_CHARS:,} are read "
+            f"({MAX_SCRIPT_TURNS} turns of up to {MAX_TEXT_CHARS:,} characters). Split it up."
+        )
     lines = []
     for number_, raw in enumerate((script or "").splitlines(), start=1):
         if not raw.strip():

@@ -16,13 +16,14 @@ import torch
 
 from csm.generator import FRAME_MS, Segment, load_csm_1b
 from studio.errors import user_facing_errors
-from studio.inputs import SAMPLE_RATE, Line, Settings
+from studio.inputs import MAX_REQUEST_SECONDS, SAMPLE_RATE, Line, Settings
 
 # ZeroGPU time asked for per request: start-up (CUDA graph capture, prefill) plus a generous
-# rate per second of requested audio; the model usually stops well before the limit.
+# rate per second of requested audio; the model usually stops well before the limit. A request asks
+# for at most MAX_REQUEST_SECONDS of audio, so this is also the most one request can hold the GPU.
 GPU_BASE_S = 10
 GPU_S_PER_AUDIO_S = 1.0
-GPU_MAX_S = 120
+GPU_MAX_S = int(GPU_BASE_S + GPU_S_PER_AUDIO_S * MAX_REQUEST_SECONDS)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Job:
     seed: int  # the first line's seed; line i uses seed + i
     voices: dict[int, str] = field(default_factory=dict)  # speaker -> the name of its voice prompt
     notes: list[str] = field(default_factory=list)  # said with the result (e.g. a speaker without a voice)
+    session: str | None = None  # whose request it is: reuse of another user's prompt is not reported
 
 
 @dataclass
@@ -87,10 +89,11 @@ def finished_report(report: TurnReport, audio: np.ndarray, started: float, **cha
     return replace(report, **{"frames": frames, "seconds": seconds, "generation_s": elapsed, **changes})
 
 
-def with_context(report: TurnReport, info, history: list[ContextClip]) -> TurnReport:
+def with_context(report: TurnReport, info, history: list[ContextClip], hide_reuse: bool) -> TurnReport:
     """The report with what fitting the prompt did: the context left out, and the context reused."""
     dropped = [history[i].label for i in info.dropped_context]
-    return replace(report, dropped_context=dropped, reused_context_frames=info.reused_prompt_frames)
+    reused = 0 if hide_reuse else info.reused_prompt_frames
+    return replace(report, dropped_context=dropped, reused_context_frames=reused)
 
 
 def gpu_seconds(job: Job) -> int:
@@ -99,6 +102,7 @@ def gpu_seconds(job: Job) -> int:
 
 
 _generation_lock = threading.Lock()  # one job at a time: a script's turns run back to back
+_last_session: list[str | None] = [None]  # whose job held the model last (read and written under the lock)
 ONE_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "generation"}  # the events that run jobs: one per GPU
 
 
@@ -114,6 +118,10 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
     generator = load_csm_1b(**job.model_key)  # cached: no loading here
     settings = job.settings
     with _generation_lock:
+        # The KV the first turn reuses was left by the job before: reported only if that was this
+        # user's own, as the amount would tell one user about another's prompt.
+        previous, _last_session[0] = _last_session[0], job.session
+        private = job.session is None or previous != job.session
         history = list(job.context)
         pinned = sum(clip.is_prompt for clip in history)  # the prompts lead the context
         for index, line in enumerate(job.lines):
@@ -132,7 +140,7 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
             try:
                 for chunk in stream:
                     if not chunks:  # the prompt is fitted by now: what it left out is known
-                        report = with_context(report, stream.info, history)
+                        report = with_context(report, stream.info, history, hide_reuse=private and index == 0)
                         yield TurnStarted(report)
                     chunks.append(chunk.float().numpy())
                     yield Chunk(index, chunks[-1])
@@ -140,7 +148,8 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
                 stream.close()
             audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
             info = stream.info
-            report = finished_report(with_context(report, info, history), audio, started, frames=info.frames,
+            report = with_context(report, info, history, hide_reuse=private and index == 0)
+            report = finished_report(report, audio, started, frames=info.frames,
                                      ended_by_model=info.ended_by_model)  # fmt: skip
             yield TurnDone(audio, report)
             if len(audio) >= generator.codec.samples_per_frame:  # an empty turn cannot be context

@@ -18,9 +18,9 @@ from csm.audio import save_wav
 from csm.generator import FRAME_MS, Generator, Segment, load_csm_1b
 from csm.loading import CheckpointError
 from csm.text import TokenizerError
-from studio.clips import load_clip
+from studio.clips import check_request_clips, load_clip
 from studio.errors import InputError, capitalized, sentence, user_message
-from studio.inputs import DEFAULT_MAX_SECONDS, SAMPLE_RATE, Line, Settings, check_speaker, plural
+from studio.inputs import DEFAULT_MAX_SECONDS, MAX_REQUEST_SECONDS, SAMPLE_RATE, Line, Settings, check_speaker, plural
 from studio.jobs import Chunk, ContextClip, Job, TurnDone, TurnStarted, finished_report, run_job
 from studio.outputs import line_file_name, new_output_dir, stitch, turn_file_name
 from studio.presets import PresetLibrary
@@ -131,7 +131,10 @@ class Studio:
         `turns` is the conversation so far as (paths, transcripts, speakers); `settings` as
         (temperature, topk, max_seconds, seed), as typed; `options` go to build_job.
         """
-        return self.build_job(lines, voices, self.context_turns(*turns), Settings.parse(*settings), **options)
+        settings = Settings.parse(*settings)
+        check_request_seconds(len(lines), settings)
+        own = [(voice.path, f"speaker {voice.speaker}'s own voice") for voice in voices if voice.preset_id is None]
+        return self.build_job(lines, voices, self.context_turns(*turns, other_clips=own), settings, **options)
 
     def voice_prompt(self, voice: Voice) -> tuple[ContextClip, str]:
         """A speaker prompt and the voice's name, from a preset id or an own clip."""
@@ -147,11 +150,14 @@ class Studio:
         segment = Segment(voice.speaker, preset.transcript, self.presets.audio(preset))
         return ContextClip(segment, f"speaker {voice.speaker}'s voice ({preset.short_name})", True), preset.short_name
 
-    def context_turns(self, paths, transcripts, speakers, label="context turn") -> list[ContextClip]:
-        for name, value in (("context_text", transcripts), ("context_speakers", speakers)):
+    def context_turns(self, paths, transcripts, speakers, label="context turn", other_clips=()) -> list[ContextClip]:
+        """The conversation so far as clips; the request's clips (with `other_clips`) are checked together
+        from their headers before any is decoded."""
+        for name, value in (("context_audio", paths), ("context_text", transcripts), ("context_speakers", speakers)):
             if value is not None and not isinstance(value, (list, tuple)):
                 raise InputError(f"{name} must be a list, one entry per context clip, got {type(value).__name__}.")
         paths, transcripts, speakers = list(paths or []), list(transcripts or []), list(speakers or [])
+        check_request_clips([*other_clips, *((path, f"{label} {i + 1}") for i, path in enumerate(paths))])
         if not len(paths) == len(transcripts) == len(speakers):
             raise InputError(
                 f"The context has {plural(len(paths), 'clip')}, {plural(len(transcripts), 'transcript')} and "
@@ -165,7 +171,7 @@ class Studio:
         return clips
 
     def build_job(self, lines: list[Line], voices: list[Voice], turns: list[ContextClip], settings: Settings,
-                  note_unused_voices: bool = True) -> Job:  # fmt: skip
+                  note_unused_voices: bool = True, session: str | None = None) -> Job:  # fmt: skip
         """Check every voice, clip and line, and that they fit the model's window, before any GPU time is spent.
 
         A voice prompt is used only for a speaker who speaks (a line or a context turn): another would only
@@ -193,7 +199,7 @@ class Studio:
             notes.append(f"{speakers_phrase(unvoiced)} {'has' if len(unvoiced) == 1 else 'have'} no voice prompt "
                          "and no earlier turn, so the model picked a voice at random.")  # fmt: skip
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-        return Job(self.model_key, lines, context, settings, seed, names, notes)
+        return Job(self.model_key, lines, context, settings, seed, names, notes, session)
 
     def check_fits(self, generator: Generator, lines: list[Line], context: list[ContextClip], settings) -> None:
         """Refuse a line, or a single clip, that cannot fit the window next to the longest reply."""
@@ -241,7 +247,8 @@ class Studio:
                     turns.append(event)
                     current, pending = None, []
                 yield event
-                if stop is not None and stop.is_set():
+                # Not after TurnStarted: its first chunk is made already and comes next, so it is kept.
+                if stop is not None and stop.is_set() and not isinstance(event, TurnStarted):
                     break
         except Exception as e:
             if not turns and not pending:
@@ -281,6 +288,18 @@ class Studio:
             warnings=job.notes + result_warnings(reports, len(job.lines)),
             stopped=stopped,
             error=error,
+        )
+
+
+def check_request_seconds(turns: int, settings: Settings) -> None:
+    """The most audio one request may ask for: the GPU is shared, and a request holds it while it runs."""
+    asked = turns * settings.max_seconds
+    if asked > MAX_REQUEST_SECONDS:
+        most = MAX_REQUEST_SECONDS // turns
+        raise InputError(
+            f"{plural(turns, 'turn')} of up to {settings.max_seconds:g} s ask for up to {asked:,.0f} s of audio; one "
+            f"request can ask for at most {MAX_REQUEST_SECONDS} s: lower the max length per turn to {most:g} s "
+            "or less, or split the script."
         )
 
 

@@ -12,7 +12,7 @@ from studio import clips, inputs, jobs, outputs
 from studio.errors import InputError, sentence
 from studio.stops import StopSignals
 from studio.inputs import Line, Settings
-from studio.jobs import Chunk, TurnDone, TurnReport
+from studio.jobs import Chunk, TurnDone, TurnReport, TurnStarted
 from studio.report import Result, result_warnings
 from studio.service import TINY_MODEL, Studio, Voice
 
@@ -129,7 +129,7 @@ def test_a_clip_is_judged_as_soon_as_it_arrives(tmp_path):
     notes["corrupt"] = clips.clip_note(str(tmp_path / "corrupt.wav"), 152)
     assert "is silent" in notes["silent"] and notes["silent"].startswith("⚠️")
     assert "only 0.20 s long" in notes["short"] and "short.wav" in notes["short"]
-    assert "600 s long, too long for the model's context: about 152 s fit" in notes["ten minutes"]
+    assert "(long.wav) is 600 s long, too long for the model's context: at most 180 s" in notes["ten minutes"]
     assert notes["just over"].startswith("⚠️ This clip is 155 s long")  # what Generate would refuse
     assert "cannot be read as audio" in notes["corrupt"]
     assert notes["long"].startswith("ℹ️ 45.0 s") and notes["good"] == "✓ 4.0 s of audio"
@@ -240,3 +240,33 @@ def test_stop_signals_are_one_per_session_and_forgotten_when_done():
     assert len(stops) == 0
     stops.stop("gone")  # a Stop from a session with no job does nothing
     assert len(stops) == 0
+
+
+def test_stop_as_a_turn_starts_keeps_its_first_chunk(studio):
+    lines = inputs.parse_script("[0] One.\n[1] Two.")
+    job = studio.build_job(lines, [], [], Settings(max_seconds=2, topk=1, seed=4))
+    stop, events = threading.Event(), []
+    for event in studio.run(job, stop=stop):
+        events.append(event)
+        if isinstance(event, TurnStarted) and event.report.index == 1:
+            stop.set()  # pressed while turn 2's prompt was being read: its first chunk is made already
+    result = events[-1]
+    assert [t.stopped for t in result.turns] == [False, True]
+    first_chunk = next(e.audio for e in events if isinstance(e, Chunk) and e.turn == 1)
+    assert result.turns[1].seconds == round(len(first_chunk) / RATE, 3) > 0
+
+
+def test_a_clip_is_refused_from_its_header_before_a_sample_is_decoded(tmp_path, monkeypatch):
+    """A 1 Hz header (48,000 s to resample) and a 10-minute clip are refused without decoding them."""
+    import time
+
+    one_hz = write(tmp_path, "one-hz.wav", 0.1 * np.ones(48_000, np.float32), rate=1)
+    ten_minutes = write(tmp_path, "long.wav", 0.1 * np.ones(600 * 8000, np.float32), rate=8000)
+    monkeypatch.setattr(clips, "load_mono", lambda *a, **k: pytest.fail("decoded before the header was checked"))
+    for path, message in [(one_hz, "declares a sample rate of 1 Hz"), (ten_minutes, "is 600 s long")]:
+        started = time.monotonic()
+        with pytest.raises(InputError, match=message):
+            clips.load_clip(path, "Words.", 0, "turn 1")
+        assert time.monotonic() - started < 1
+    with pytest.raises(InputError, match="The transcript of turn 1 is 5,000 characters long; at most 4,000"):
+        clips.load_clip(one_hz, "x" * 5000, 0, "turn 1")

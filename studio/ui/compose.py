@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from studio.inputs import DEFAULT_MAX_SECONDS, MAX_SCRIPT_TURNS, MAX_SECONDS_LIMIT, MAX_SPEAKER_ID, MAX_TEXT_CHARS
+from studio.inputs import (
+    DEFAULT_MAX_SECONDS,
+    MAX_REQUEST_SECONDS,
+    MAX_SCRIPT_TURNS,
+    MAX_SECONDS_LIMIT,
+    MAX_SPEAKER_ID,
+    MAX_TEXT_CHARS,
+)
 from studio.ui.style import SHOWN_CARDS
 
 SCRIPT_EXAMPLE = """[0] Hey, did you get a chance to look at the garden this morning?
@@ -62,7 +69,8 @@ def settings_panel() -> tuple:
             topk = gr.Slider(1, 200, value=50, step=1, label="Top-k", info="1 = greedy (deterministic)")
         with gr.Row():
             max_seconds = gr.Slider(1, MAX_SECONDS_LIMIT, value=DEFAULT_MAX_SECONDS, step=1,
-                                    label="Max length per turn (s)", elem_id="max-seconds")  # fmt: skip
+                                    label="Max length per turn (s)", elem_id="max-seconds",
+                                    info=f"A request makes at most {MAX_REQUEST_SECONDS} s in all")  # fmt: skip
             seed = gr.Number(-1, precision=0, label="Seed", elem_id="seed",
                              info="-1 = random; the seed used is shown after each run")  # fmt: skip
     return temperature, topk, max_seconds, seed

@@ -130,7 +130,7 @@ class Page:
     def forget(self, request: gr.Request) -> None:
         self.stops.release(request.session_hash)
 
-    def job(self, data: dict) -> Job:
+    def job(self, data: dict, session: str) -> Job:
         studio, c = self.studio, self.compose
         studio.require_generator()
         lines = (
@@ -139,14 +139,14 @@ class Page:
         voices = [v for card in self.cards[: data[self.shown]] if (v := card.voice(data)) is not None]
         turns = data[self.turns_state]
         context = ([t["path"] for t in turns], [t["text"] for t in turns], [t["speaker"] for t in turns])
-        return studio.prepare(lines, voices, context, c.settings(data), note_unused_voices=False)
+        return studio.prepare(lines, voices, context, c.settings(data), note_unused_voices=False, session=session)
 
     def generate(self, data: dict, request: gr.Request):
         """Stream the run into the live player, then show the files and the report. The last result
         stays until a new one replaces it; a bad request or a failure is said in the status line."""
         r, flag = self.result, self.stops.flag(request.session_hash)
         try:
-            job = self.job(data)
+            job = self.job(data, request.session_hash)
             yield {r.status: f"*Generating {plural(len(job.lines), 'turn')}…*", r.live: None}
             yield from self.stream(job, flag)
         except Exception as e:
