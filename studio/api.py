@@ -38,6 +38,12 @@ class AnyPayload(GradioRootModel):
     root: Any = None
 
 
+DETECT_DOC = (
+    "Check a clip for the AudioSeal watermark that this app puts on every output. Returns verdict ('made by "
+    "this app', 'another message' or 'none found'), the detector's probability, and the 16-bit message read."
+)
+
+
 def clip_files(label: str) -> gr.File:
     """context_audio: a list of files. Anything else is refused with a message naming the argument, not
     by gradio's own check (which says nothing a caller can act on); one file alone is a list of one.
@@ -113,13 +119,18 @@ def api_handlers(studio: Studio):
                          (temperature, topk, max_seconds, seed), request)  # fmt: skip
             return str(result.audio_path), [str(p) for p in result.turn_paths], result.info(studio.description)
 
-    return generate, generate_script
+    def detect(audio):
+        with user_facing_errors():
+            found = studio.detect(audio)
+            return {"verdict": found.verdict, "probability": found.probability, "message": found.message}
+
+    return generate, generate_script, detect
 
 
 def api_endpoints(studio: Studio) -> None:
     """Hidden components give the endpoints plain, named arguments. Numbers arrive unrounded (no
     `precision`), so 1.5 is refused as a speaker or seed rather than rounded to 2."""
-    generate, generate_script = api_handlers(studio)
+    generate, generate_script, detect = api_handlers(studio)
     with gr.Column(visible=False):
         text, script = gr.Textbox(label="text"), gr.Textbox(label="script")
         speaker = gr.Number(0, label="speaker")
@@ -139,8 +150,10 @@ def api_endpoints(studio: Studio) -> None:
         conversation = gr.Audio(type="filepath", format="wav", label="conversation")
         turns = gr.File(file_count="multiple", label="turns")
         info = gr.JSON(label="info")
-        generate_trigger, script_trigger = gr.Button(), gr.Button()
+        clip, detection = gr.File(type="filepath", label="audio"), gr.JSON(label="detection")
+        generate_trigger, script_trigger, detect_trigger = gr.Button(), gr.Button(), gr.Button()
     generate_trigger.click(generate, [text, speaker, *context, *settings], [audio, info], api_name="generate",
                            api_description=GENERATE_DOC, **ONE_AT_A_TIME)  # fmt: skip
     script_trigger.click(generate_script, [script, *context, *settings], [conversation, turns, info],
                          api_name="generate_script", api_description=SCRIPT_DOC, **ONE_AT_A_TIME)  # fmt: skip
+    detect_trigger.click(detect, [clip], [detection], api_name="detect", api_description=DETECT_DOC)

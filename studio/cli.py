@@ -9,6 +9,7 @@ import torch
 
 from studio.service import DEFAULT_MODEL, Studio
 from studio.ui import DEFAULT_QUEUE_SIZE
+from studio.watermark import DEFAULT_MESSAGE
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,7 +31,25 @@ def option_parser() -> argparse.ArgumentParser:
                         help="requests that may wait; more get a 'busy' answer (default: $CSM_STUDIO_QUEUE_SIZE or "
                         f"{DEFAULT_QUEUE_SIZE})")  # fmt: skip
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    parser.add_argument("--no-watermark", action="store_true",
+                        default=env("CSM_STUDIO_NO_WATERMARK", "").lower() in ("1", "true", "yes"),
+                        help="do not watermark the outputs: for local research use only "
+                        "(default: $CSM_STUDIO_NO_WATERMARK, else every output is watermarked)")  # fmt: skip
+    parser.add_argument("--watermark-message", type=watermark_message,
+                        default=env("CSM_STUDIO_WATERMARK_MESSAGE") or DEFAULT_MESSAGE,
+                        help="the 16-bit message the watermark carries, e.g. 0xC5A1 or 50593: what /detect "
+                        f"calls 'made by this app' (default: $CSM_STUDIO_WATERMARK_MESSAGE or {DEFAULT_MESSAGE:#06x})")  # fmt: skip
     return parser
+
+
+def watermark_message(value) -> int:
+    try:
+        message = int(str(value), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number (decimal, or hex like 0xC5A1)") from None
+    if not 0 <= message < 1 << 16:
+        raise argparse.ArgumentTypeError(f"{value!r} does not fit in 16 bits (0 to 65535)")
+    return message
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +70,8 @@ def start_studio(args: argparse.Namespace) -> Studio:
     """Load the model (or learn why not) before serving; an unreachable Hub is found out once, quickly."""
     from csm.hub import go_offline_if_unreachable
 
-    studio = Studio(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    studio = Studio(args.model, device=args.device, dtype=DTYPES[args.dtype], watermark=not args.no_watermark,
+                    watermark_message=watermark_message(args.watermark_message))  # fmt: skip
     if not studio.is_tiny:
         go_offline_if_unreachable()
         studio.presets.fetch_hub_prompts()  # in the background: start-up is not delayed

@@ -17,6 +17,7 @@ import torch
 from csm.generator import FRAME_MS, Segment, load_csm_1b
 from studio.errors import user_facing_errors
 from studio.inputs import MAX_REQUEST_SECONDS, SAMPLE_RATE, Line, Settings
+from studio.watermark import load_watermarker
 
 # ZeroGPU time asked for per request: start-up (CUDA graph capture, prefill) plus a generous
 # rate per second of requested audio; the model usually stops well before the limit. A request asks
@@ -45,6 +46,7 @@ class Job:
     voices: dict[int, str] = field(default_factory=dict)  # speaker -> the name of its voice prompt
     notes: list[str] = field(default_factory=list)  # said with the result (e.g. a speaker without a voice)
     session: str | None = None  # whose request it is: reuse of another user's prompt is not reported
+    watermark: dict | None = None  # load_watermarker's arguments; None: --no-watermark
 
 
 @dataclass
@@ -116,6 +118,7 @@ def run_job(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
 
 def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
     generator = load_csm_1b(**job.model_key)  # cached: no loading here
+    marker = load_watermarker(**job.watermark) if job.watermark is not None else None
     settings = job.settings
     with _generation_lock:
         # The KV the first turn reuses was left by the job before: reported only if that was this
@@ -142,7 +145,7 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
                     if not chunks:  # the prompt is fitted by now: what it left out is known
                         report = with_context(report, stream.info, history, hide_reuse=private and index == 0)
                         yield TurnStarted(report)
-                    chunks.append(chunk.float().numpy())
+                    chunks.append(chunk.float().numpy() if marker is None else marker.mark(chunk.float().numpy()))
                     yield Chunk(index, chunks[-1])
             finally:  # a Stop closes this generator mid-turn: free the model for the next request now
                 stream.close()

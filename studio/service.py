@@ -18,13 +18,14 @@ from csm.audio import save_wav
 from csm.generator import FRAME_MS, Generator, Segment, load_csm_1b
 from csm.loading import CheckpointError
 from csm.text import TokenizerError
-from studio.clips import check_request_clips, load_clip
+from studio.clips import check_request_clips, load_clip, read_clip
 from studio.errors import InputError, capitalized, sentence, user_message
 from studio.inputs import DEFAULT_MAX_SECONDS, MAX_REQUEST_SECONDS, SAMPLE_RATE, Line, Settings, check_speaker, plural
 from studio.jobs import Chunk, ContextClip, Job, TurnDone, TurnStarted, finished_report, run_job
 from studio.outputs import line_file_name, new_output_dir, stitch, turn_file_name
 from studio.presets import PresetLibrary
 from studio.report import Result, result_warnings
+from studio.watermark import DEFAULT_MESSAGE, Detection, load_watermarker
 
 log = logging.getLogger("csm-studio")
 
@@ -45,8 +46,12 @@ class Voice:
 class Studio:
     """The model (loaded once, at start-up) and how requests become jobs and files."""
 
-    def __init__(self, model=DEFAULT_MODEL, device=None, presets: PresetLibrary | None = None, dtype=None):
+    def __init__(self, model=DEFAULT_MODEL, device=None, presets: PresetLibrary | None = None, dtype=None,
+                 watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE):  # fmt: skip
         self.model_name = model
+        self.watermark, self.watermark_message = watermark, watermark_message
+        self.watermark_key: dict | None = None  # load_watermarker's arguments, once it has loaded
+        self.watermark_error: str | None = None  # why it could not: generation is then off
         self.device = device
         self.dtype = dtype  # None: bf16 on CUDA, fp32 elsewhere
         self.presets = presets or PresetLibrary()
@@ -78,11 +83,24 @@ class Studio:
             self.load_error = f"{type(e).__name__}: {e}"
         if self.load_error:
             log.error("The model %s could not be loaded: %s", self.model_name, self.load_error)
+        elif self.watermark:
+            self.load_watermark()
         return self
+
+    def load_watermark(self) -> None:
+        """The watermark is on by default: without it, generation stays off (see README, Watermark)."""
+        key = {"tiny": self.is_tiny, "message": self.watermark_message, "device": str(self.generator.device)}
+        try:
+            marker = load_watermarker(**key)
+            self.watermark_key = key
+            log.info("Watermarking every output with %s, message %#06x", marker.description, self.watermark_message)
+        except Exception as e:  # offline with nothing cached, mostly
+            log.error("The watermark model could not be loaded (%s: %s)", type(e).__name__, e)
+            self.watermark_error = f"{type(e).__name__}: {str(e)[:300]}"
 
     @property
     def can_generate(self) -> bool:
-        return self.generator is not None
+        return self.generator is not None and self.watermark_error is None
 
     @property
     def description(self) -> str:
@@ -97,6 +115,13 @@ class Studio:
 
     def banner(self) -> tuple[str, str]:
         """Markdown for the top of the page and its kind ("error", "note" or ""): what runs, or why nothing does."""
+        if self.watermark_error:
+            return (
+                "### ⛔ The watermark model could not be loaded, so generation is switched off\n"
+                f"Every output is watermarked with AudioSeal (facebook/audioseal): {self.watermark_error}\n\n"
+                "To fix it: let the app reach the Hub once so the weights are cached, or, for local research "
+                "use only, run with `--no-watermark`."
+            ), "error"
         if self.load_error:
             fix = (
                 "To fix it: for sesame/csm-1b, accept its terms at https://huggingface.co/sesame/csm-1b, set "
@@ -110,18 +135,38 @@ class Studio:
                 f"**{self.model_name}**: {self.load_error}\n\n{fix} "
                 "To try the interface without the model, run `python app.py --model tiny`."
             ), "error"
+        off = "" if self.watermark else "\n\nThe watermark is off (`--no-watermark`): for local research use only."
         if self.is_tiny:
             return (
                 "### 🧪 Tiny random test model: the output is noise, not speech\n"
-                "Everything else works as with CSM-1B. For real speech run `python app.py` "
-                "(sesame/csm-1b, needs `HF_TOKEN`)."
+                "Everything else works as with CSM-1B, the watermark too (a tiny random one). For real speech "
+                f"run `python app.py` (sesame/csm-1b, needs `HF_TOKEN`).{off}"
             ), "note"
-        return "", ""
+        return (f"### Watermark off{off}", "note") if off else ("", "")
 
     def require_generator(self) -> Generator:
         if self.generator is None:
             raise InputError(f"The model could not be loaded, so nothing can be generated. {self.load_error}")
+        if self.watermark_error:
+            raise InputError(
+                "Generation is off: the watermark model could not be loaded, and every output is watermarked. "
+                f"{self.watermark_error}. Let the app reach the Hub once, or run it with --no-watermark."
+            )
         return self.generator
+
+    def detect(self, path) -> Detection:
+        """Whether a clip carries a watermark, and whose: the detector of the watermark in use, or
+        (with --no-watermark) one loaded now."""
+        audio = read_clip(path, "the clip to check")
+        try:
+            marker = load_watermarker(
+                **(self.watermark_key or {"tiny": self.is_tiny, "message": self.watermark_message})
+            )
+        except Exception as e:
+            raise InputError(
+                f"The watermark detector could not be loaded ({type(e).__name__}): try again later."
+            ) from None
+        return marker.detect(audio.numpy(), SAMPLE_RATE)
 
     # -- requests -> jobs --------------------------------------------------------------------------
 
@@ -199,7 +244,7 @@ class Studio:
             notes.append(f"{speakers_phrase(unvoiced)} {'has' if len(unvoiced) == 1 else 'have'} no voice prompt "
                          "and no earlier turn, so the model picked a voice at random.")  # fmt: skip
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-        return Job(self.model_key, lines, context, settings, seed, names, notes, session)
+        return Job(self.model_key, lines, context, settings, seed, names, notes, session, self.watermark_key)
 
     def check_fits(self, generator: Generator, lines: list[Line], context: list[ContextClip], settings) -> None:
         """Refuse a line, or a single clip, that cannot fit the window next to the longest reply."""

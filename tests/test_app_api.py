@@ -121,25 +121,39 @@ def test_a_three_turn_script_gives_three_clips_and_their_stitched_conversation(t
 
 
 def test_each_script_turn_is_conditioned_on_the_voices_and_the_turns_before(tiny_client):
-    """The server's turns equal the generator's own, run here with the same context, seeds and length."""
+    """The server's turns equal the generator's own, run here with the same context, seeds and length, each
+    chunk marked by the (tiny) watermarker as it comes: the WAV is the watermarker applied to the raw audio."""
     import torch
 
     from csm.generator import Segment, load_csm_1b
     from csm.tiny import tiny_checkpoint_dir
+    from studio.watermark import load_watermarker
 
     _, turn_paths, info = tiny_client.predict(
         script="[0] Hello there.\n[1] Hi!", voices={"1": "maple"}, topk=1, seed=3, **FAST, api_name="/generate_script"
     )
     generator = load_csm_1b(repo_id=str(tiny_checkpoint_dir()), device="cpu")
+    marker = load_watermarker(tiny=True)
     audio, rate = sf.read(ROOT / "examples" / MAPLE["file"], dtype="float32")
     context = [Segment.from_audio(1, MAPLE["transcript"], audio, rate)]
     expected = []
     for (speaker, text), seed in zip([(0, "Hello there."), (1, "Hi!")], [3, 4]):
-        turn = generator.generate(text, speaker, context, max_audio_length_ms=2000, topk=1, seed=seed)
-        context.append(Segment(speaker, text, turn))
-        expected.append(torch.clamp(turn, -1, 1).numpy())
+        stream = generator.generate_stream(text, speaker, context, max_audio_length_ms=2000, topk=1, seed=seed)
+        turn = np.concatenate([marker.mark(chunk.float().numpy()) for chunk in stream])
+        context.append(Segment(speaker, text, torch.from_numpy(turn)))  # the next turn hears the marked one
+        expected.append(np.clip(turn, -1, 1))
     for path, want in zip(turn_paths, expected):
         np.testing.assert_allclose(read(path), want, atol=2 / 32768)  # the WAVs are 16-bit
+
+
+def test_detect_says_whether_a_clip_carries_the_watermark(tiny_client):
+    result = tiny_client.predict(audio=handle_file(str(ROOT / "examples" / RIVER["file"])), api_name="/detect")
+    assert set(result) == {"verdict", "probability", "message"}
+    assert result["verdict"] in ("made by this app", "another message", "none found")
+    assert 0 <= result["probability"] <= 1
+    with pytest.raises(AppError, match="is silent"):
+        tiny_client.predict(audio=handle_file(str(write_clip("quiet.wav", np.zeros(RATE, np.float32)))),
+                            api_name="/detect")  # fmt: skip
 
 
 # -- bad input: a clear message, and the server keeps serving ------------------------------------

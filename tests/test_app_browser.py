@@ -264,3 +264,15 @@ def test_a_clip_is_judged_when_it_arrives(page):
     page.locator("#add-turn").click()
     page.locator("#new-turn-note").get_by_text("The clip of turn 1 (ten-minutes.wav) is 600 s long").wait_for()
     assert page.locator(".turn-row").count() == 0
+
+
+def test_check_a_clip_for_the_watermark(page):
+    page.get_by_role("tab", name="Check a clip").click()
+    page.locator("#check-button").click()
+    page.locator("#check-result").get_by_text("Upload or record a clip first.").wait_for()
+    river = Path(__file__).resolve().parent.parent / "examples" / "river.wav"
+    page.locator("#check-audio input[type=file]").set_input_files(str(river))
+    page.locator("#check-button").click()
+    page.locator("#check-result").get_by_text("Detector's probability").wait_for(timeout=30_000)
+    assert "No watermark found" in page.locator("#check-result").inner_text()  # a shipped clip: never marked
+    page.screenshot(path=str(ARTIFACTS / "browser-check.png"), full_page=True)

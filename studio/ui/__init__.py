@@ -7,6 +7,7 @@ import gradio as gr
 from studio.api import api_endpoints
 from studio.outputs import OUTPUT_TTL_S
 from studio.service import Studio
+from studio.ui.check import check_panel
 from studio.ui.compose import compose_panel
 from studio.ui.conversation import conversation_panel
 from studio.ui.events import Page
@@ -25,15 +26,18 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks
         gr.Markdown(INTRO)
         gr.Markdown(banner, visible=bool(banner), elem_id="status-banner", elem_classes=[f"banner-{kind or 'none'}"])
         turns_state = gr.State([])  # the conversation so far, oldest first (see new_turn)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                cards, add_speaker, remove_speaker = voices_panel(studio)
-                conversation = conversation_panel(turns_state, names)
-                compose = compose_panel(names, can_generate=studio.can_generate)
-            with gr.Column(scale=2):
-                result = result_panel()
+        with gr.Tabs():
+            with gr.Tab("Generate"), gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    cards, add_speaker, remove_speaker = voices_panel(studio)
+                    conversation = conversation_panel(turns_state, names)
+                    compose = compose_panel(names, can_generate=studio.can_generate)
+                with gr.Column(scale=2):
+                    result = result_panel()
+            with gr.Tab("Check a clip"):
+                check = check_panel()
         api_endpoints(studio)
-        page = Page(studio, cards, (add_speaker, remove_speaker), compose, turns_state, conversation, result)
+        page = Page(studio, cards, (add_speaker, remove_speaker), compose, turns_state, conversation, result, check)
         page.wire(demo)
     demo.queue(max_size=queue_size, default_concurrency_limit=4)
     return demo

@@ -13,6 +13,7 @@ from studio.outputs import wav_bytes
 from studio.report import Result
 from studio.service import Studio
 from studio.stops import StopSignals
+from studio.ui.check import CheckPanel, describe_detection
 from studio.ui.compose import COUNTER_JS, Compose
 from studio.ui.conversation import ConversationPanel, add_earlier_turn, new_turn
 from studio.ui.result import ResultPanel, describe_result
@@ -24,8 +25,8 @@ class Page:
     """The page's components, as the panels built them, and the events between them."""
 
     def __init__(self, studio: Studio, cards: list[SpeakerCard], speaker_buttons: tuple, compose: Compose,
-                 turns_state: gr.State, conversation: ConversationPanel, result: ResultPanel):  # fmt: skip
-        self.studio, self.cards, self.compose, self.result = studio, cards, compose, result
+                 turns_state: gr.State, conversation: ConversationPanel, result: ResultPanel, check: CheckPanel):  # fmt: skip
+        self.studio, self.cards, self.compose, self.result, self.check = studio, cards, compose, result, check
         self.add_speaker, self.remove_speaker = speaker_buttons
         self.turns_state, self.conversation = turns_state, conversation
         self.pickers = [card.picker for card in cards]
@@ -38,6 +39,15 @@ class Page:
         self.wire_voices(demo)
         self.wire_inputs()
         self.wire_generation(demo)
+        self.check.button.click(self.check_clip, self.check.audio, self.check.result, **PRIVATE)
+
+    def check_clip(self, path) -> str:
+        if not path:
+            return "Upload or record a clip first."
+        try:
+            return describe_detection(self.studio.detect(path), self.studio.watermark_message)
+        except Exception as e:
+            return f"⚠️ {user_message(e)}"
 
     # -- voices and speakers -----------------------------------------------------------------------
 

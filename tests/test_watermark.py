@@ -1,0 +1,136 @@
+"""The watermark: every output path passes through it, --no-watermark turns it off, the detector checks clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from studio import inputs, jobs
+from studio.cli import option_parser, watermark_message
+from studio.inputs import Settings
+from studio.jobs import Chunk, TurnDone
+from studio.service import TINY_MODEL, Studio
+from studio.watermark import DEFAULT_MESSAGE, bits_message, load_watermarker, message_bits
+from tests.conftest import ROOT
+
+RATE = 24_000
+
+
+@pytest.fixture(scope="module")
+def tiny_marker():
+    return load_watermarker(tiny=True)
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (
+        0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.standard_normal(len(t))
+    ).astype(np.float32)
+
+
+def test_a_message_is_16_bits_most_significant_first():
+    assert message_bits(0x8001).tolist() == [1] + [0] * 14 + [1]
+    assert bits_message(message_bits(DEFAULT_MESSAGE)) == DEFAULT_MESSAGE
+
+
+def test_marking_keeps_the_length_changes_little_and_is_the_same_every_time(tiny_marker):
+    audio = speech_like(1.3)
+    marked = tiny_marker.mark(audio)
+    assert marked.dtype == np.float32 and len(marked) == len(audio)
+    difference = np.abs(marked - audio)
+    assert 0 < difference.max() < 0.05  # a mark, not a new sound
+    np.testing.assert_array_equal(tiny_marker.mark(audio), marked)
+    assert tiny_marker.detect(marked, RATE).verdict in ("made by this app", "another message", "none found")
+
+
+@pytest.fixture(scope="module")
+def studio():
+    return Studio(TINY_MODEL, device="cpu").load()
+
+
+def run(studio, script="[0] One.\n[1] Two."):
+    job = studio.build_job(inputs.parse_script(script), [], [], Settings(max_seconds=1.5, topk=1, seed=9))
+    return job, list(studio.run(job))
+
+
+def test_every_output_path_is_the_watermarker_applied_to_the_raw_chunks(studio, tiny_marker):
+    assert studio.watermark_key == {"tiny": True, "message": DEFAULT_MESSAGE, "device": "cpu"}
+    job, events = run(studio)
+    raw = []  # the generator's own chunks for turn 1, unmarked
+    stream = studio.generator.generate_stream("One.", 0, [], max_audio_length_ms=1500, topk=1, seed=9)
+    raw = [chunk.float().numpy() for chunk in stream]
+    streamed = [e.audio for e in events if isinstance(e, Chunk) and e.turn == 0]
+    assert len(streamed) == len(raw)
+    for got, chunk in zip(streamed, raw):  # streamed chunk by chunk, each marked as it came
+        np.testing.assert_array_equal(got, tiny_marker.mark(chunk))
+    done = [e for e in events if isinstance(e, TurnDone)]
+    np.testing.assert_array_equal(done[0].audio, np.concatenate(streamed))  # the streamed chunks are the turn
+    result = events[-1]
+    wav, _ = sf.read(result.turn_paths[0], dtype="float32")
+    np.testing.assert_allclose(wav, np.clip(done[0].audio, -1, 1), atol=1 / 32768)  # and its WAV
+    conversation, _ = sf.read(result.audio_path, dtype="float32")
+    np.testing.assert_allclose(conversation[: len(wav)], wav, atol=1 / 32768)  # and the stitched one
+
+
+def test_no_watermark_leaves_the_raw_audio(studio):
+    plain = Studio(TINY_MODEL, device="cpu", watermark=False).load()
+    assert plain.watermark_key is None and plain.can_generate
+    assert "watermark is off" in plain.banner()[0]
+    job, events = run(plain, "[0] One.")
+    stream = plain.generator.generate_stream("One.", 0, [], max_audio_length_ms=1500, topk=1, seed=9)
+    raw = np.concatenate([chunk.float().numpy() for chunk in stream])
+    done = next(e for e in events if isinstance(e, TurnDone))
+    np.testing.assert_array_equal(done.audio, raw)
+
+
+def test_without_the_watermark_model_generation_is_off_and_says_how_to_fix_it(monkeypatch):
+    def offline(**kwargs):
+        raise OSError("facebook/audioseal is not in the cache and the Hub cannot be reached")
+
+    import studio.service as service
+
+    monkeypatch.setattr(service, "load_watermarker", offline)
+    blocked = Studio(TINY_MODEL, device="cpu").load()
+    assert not blocked.can_generate
+    text, kind = blocked.banner()
+    assert kind == "error" and "watermark model could not be loaded" in text and "--no-watermark" in text
+    with pytest.raises(inputs.InputError, match="Generation is off: the watermark model could not be loaded"):
+        blocked.require_generator()
+
+
+def test_the_message_and_the_switch_come_from_options_and_the_environment(monkeypatch):
+    assert watermark_message("0xC5A1") == watermark_message("50593") == 0xC5A1
+    for bad in ("65536", "-1", "hello"):
+        with pytest.raises(Exception):
+            watermark_message(bad)
+    assert not option_parser().parse_args([]).no_watermark
+    monkeypatch.setenv("CSM_STUDIO_NO_WATERMARK", "1")
+    monkeypatch.setenv("CSM_STUDIO_WATERMARK_MESSAGE", "0x1234")
+    args = option_parser().parse_args([])
+    assert args.no_watermark and watermark_message(args.watermark_message) == 0x1234
+
+
+def real_watermarker():
+    try:
+        return load_watermarker(tiny=False, message=0xBEEF)
+    except Exception as e:  # these build machines have no Hub access: the weights cannot be fetched
+        pytest.skip(
+            f"AudioSeal's weights (facebook/audioseal) are not cached and cannot be fetched: {type(e).__name__}"
+        )
+
+
+def test_real_audioseal_marks_and_finds_its_message():
+    marker = real_watermarker()
+    clip, rate = sf.read(ROOT / "examples" / "river.wav", dtype="float32")
+    marked = np.concatenate([marker.mark(clip[i : i + 15_360], rate) for i in range(0, len(clip), 15_360)])
+    found = marker.detect(marked, rate)
+    assert found.probability > 0.9 and found.message == 0xBEEF and found.verdict == "made by this app"
+    assert marker.detect(clip, rate).verdict == "none found"
+
+
+def test_real_audioseal_loads_on_the_generators_device():
+    marker = real_watermarker()
+    assert next(marker.generator.parameters()).device == torch.device("cpu")
