@@ -9,18 +9,23 @@ sesame/csm-1b has been published in two layouts:
 * transformers: a `CsmConfig` `config.json` (`model_type: "csm"`) and `model.safetensors`, possibly
   sharded with `model.safetensors.index.json`, which also carries the Mimi codec (`codec_model.*`).
 
+Every config value that sizes the model is checked against `csm.limits` as the config is read,
+before anything is built: a checkpoint folder is untrusted input (the app loads whatever
+`--model` names).
+
 Reading the tensors and building the model is `csm.loading`'s part.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from csm import hub
+from csm import hub, limits
 from csm.hub import CheckpointError, looks_like_path
+from csm.limits import ConfigReader, shown_value
 from csm.models import FLAVORS, ModelArgs, RopeScaling, TransformerArgs
 
 
@@ -99,7 +104,7 @@ def _resolve(source: str, fetch: Callable[[str], Path | None], **where) -> Check
             files = [_required(fetch, shard, source) for shard in shards]
         else:
             files = [_required(fetch, SAFETENSORS_FILE, source)]
-        args = args_from_transformers_config(config)
+        args = args_from_transformers_config(config, f"{CONFIG_FILE} of {source}")  # sizes checked first
     else:
         files = None
         for name in (SAFETENSORS_FILE, *PICKLE_FILES):
@@ -151,71 +156,83 @@ def args_from_original_config(config: dict, source: str) -> ModelArgs:
     missing = [k for k in ORIGINAL_CONFIG_KEYS if k not in config]
     if missing:
         raise CheckpointError(f"{source}: config.json of the original layout lacks {missing}.")
-    values = {k: config[k] for k in ORIGINAL_CONFIG_KEYS}
-    for key in ("backbone_flavor", "decoder_flavor"):
-        flavor = values[key]
-        if isinstance(flavor, dict):  # our extension: explicit sizes instead of a flavor name
-            values[key] = transformer_args_from_dict(flavor, f"{source}: {key}")
-        elif flavor not in FLAVORS:
-            raise CheckpointError(f"{source}: unknown {key} {flavor!r}; known flavors: {sorted(FLAVORS)}.")
-    return ModelArgs(**values)
-
-
-def transformer_args_from_dict(values: dict, where: str) -> TransformerArgs:
-    values = dict(values)
-    scaling = values.pop("rope_scaling", None)
-    try:
-        return TransformerArgs(**values, rope_scaling=RopeScaling(**scaling) if scaling else None)
-    except TypeError as e:
-        raise CheckpointError(f"{where}: {e}") from e
-
-
-def _rope_from_config(config: dict) -> tuple[float, RopeScaling | None]:
-    # transformers 5 writes `rope_parameters`; older configs have rope_theta + rope_scaling.
-    params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
-    theta = params.get("rope_theta", config.get("rope_theta", 500_000.0))
-    rope_type = params.get("rope_type", params.get("type", "default"))
-    if rope_type == "default":
-        return float(theta), None
-    if rope_type != "llama3":
-        raise CheckpointError(f"unsupported rope type {rope_type!r}: only 'default' and 'llama3' are implemented.")
-    return float(theta), RopeScaling(
-        factor=float(params["factor"]),
-        low_freq_factor=float(params["low_freq_factor"]),
-        high_freq_factor=float(params["high_freq_factor"]),
-        original_max_position_embeddings=int(params["original_max_position_embeddings"]),
+    read = ConfigReader(config, f"{CONFIG_FILE} of {source}")
+    flavors = {key: _original_flavor(read, key) for key in ("backbone_flavor", "decoder_flavor")}
+    return ModelArgs(
+        **flavors,
+        text_vocab_size=read.count("text_vocab_size", limits.TEXT_VOCAB),
+        audio_vocab_size=read.count("audio_vocab_size", limits.AUDIO_VOCAB),
+        audio_num_codebooks=read.count("audio_num_codebooks", limits.CODEBOOKS),
     )
 
 
-def _transformer_args(config: dict) -> TransformerArgs:
-    if config.get("hidden_act", "silu") != "silu" or config.get("attention_bias") or config.get("mlp_bias"):
-        raise CheckpointError("only silu MLPs without biases are supported (as in CSM-1B)")
-    theta, scaling = _rope_from_config(config)
+def _original_flavor(read: ConfigReader, key: str) -> str | TransformerArgs:
+    flavor = read.values[key]
+    if isinstance(flavor, dict):  # our extension: explicit sizes instead of a flavor name
+        return transformer_args_from_dict(flavor, read.where, prefix=f"{key}.")
+    if not isinstance(flavor, str) or flavor not in FLAVORS:
+        read.fail(key, flavor, f"one of {sorted(FLAVORS)} or an object of explicit sizes")
+    return flavor
+
+
+def transformer_args_from_dict(values: dict, where: str, prefix: str = "") -> TransformerArgs:
+    """TransformerArgs from a dict of its own field names, every size checked (see csm.limits)."""
+    read = ConfigReader(values, where, prefix)
+    unknown = sorted(set(values) - {f.name for f in fields(TransformerArgs)})
+    if unknown:
+        raise CheckpointError(f"{where}: unknown keys in {prefix.rstrip('.') or 'the flavor'}: {unknown}.")
+    scaling = values.get("rope_scaling")
+    if scaling:
+        scaling_keys = {f.name for f in fields(RopeScaling)}
+        if not isinstance(scaling, dict) or not set(scaling) <= scaling_keys:
+            read.fail("rope_scaling", scaling, f"an object with keys among {sorted(scaling_keys)}")
+        scaling = RopeScaling(**limits.read_llama3_scaling(read.sub("rope_scaling"), asdict(RopeScaling())))
     return TransformerArgs(
-        num_layers=config["num_hidden_layers"],
-        num_heads=config["num_attention_heads"],
-        num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
-        embed_dim=config["hidden_size"],
-        intermediate_dim=config["intermediate_size"],
-        max_seq_len=config["max_position_embeddings"],
-        norm_eps=config.get("rms_norm_eps", 1e-5),
-        rope_base=theta,
-        rope_scaling=scaling,
-        head_dim=config.get("head_dim"),
+        **limits.read_stack(read, limits.ORIGINAL_KEYS, default_positions=2048),
+        rope_base=read.number("rope_base", limits.ROPE_THETA, 500_000.0),
+        rope_scaling=scaling or None,
     )
 
 
-def args_from_transformers_config(config: dict) -> ModelArgs:
-    decoder = dict(config["depth_decoder_config"])
-    if decoder.get("num_codebooks", config["num_codebooks"]) != config["num_codebooks"]:
-        raise CheckpointError("config.json: depth_decoder_config.num_codebooks differs from num_codebooks")
+def _rope_from_config(read: ConfigReader) -> tuple[float, RopeScaling | None]:
+    # transformers 5 writes `rope_parameters`; older configs have rope_theta + rope_scaling.
+    section = next((key for key in ("rope_parameters", "rope_scaling") if read.values.get(key)), None)
+    params = read.sub(section) if section else ConfigReader({}, read.where, read.prefix)
+    theta = params.number("rope_theta", limits.ROPE_THETA, None)
+    if theta is None:
+        theta = read.number("rope_theta", limits.ROPE_THETA, 500_000.0)
+    rope_type = params.values.get("rope_type", params.values.get("type", "default"))
+    if rope_type == "default":
+        return theta, None
+    if rope_type != "llama3":
+        raise CheckpointError(
+            f"{read.where}: unsupported rope type {shown_value(rope_type)}: only 'default' and 'llama3' are supported."
+        )
+    return theta, RopeScaling(**limits.read_llama3_scaling(params))
+
+
+def _transformer_args(read: ConfigReader) -> TransformerArgs:
+    config = read.values
+    if config.get("hidden_act", "silu") != "silu" or config.get("attention_bias") or config.get("mlp_bias"):
+        raise CheckpointError(f"{read.where}: only silu MLPs without biases are supported (as in CSM-1B)")
+    theta, scaling = _rope_from_config(read)
+    return TransformerArgs(**limits.read_stack(read, limits.TRANSFORMERS_KEYS), rope_base=theta, rope_scaling=scaling)
+
+
+def args_from_transformers_config(config: dict, where: str = CONFIG_FILE) -> ModelArgs:
+    """ModelArgs from a transformers CsmConfig dict; every size is checked first (see csm.limits)."""
+    read = ConfigReader(config, where)
+    num_codebooks = read.count("num_codebooks", limits.CODEBOOKS)
+    decoder = read.sub("depth_decoder_config")
+    if decoder.values.get("num_codebooks", num_codebooks) != num_codebooks:
+        raise CheckpointError(f"{where}: depth_decoder_config.num_codebooks differs from num_codebooks")
     if config.get("tie_codebooks_embeddings") is False:
         raise CheckpointError("untied codebook embeddings are not supported (CSM shares them)")
     return ModelArgs(
-        backbone_flavor=_transformer_args(config),
+        backbone_flavor=_transformer_args(read),
         # The decoder only ever sees one frame's codebooks; its cache holds that many positions.
         decoder_flavor=_transformer_args(decoder),
-        text_vocab_size=config["text_vocab_size"],
-        audio_vocab_size=config["vocab_size"],
-        audio_num_codebooks=config["num_codebooks"],
+        text_vocab_size=read.count("text_vocab_size", limits.TEXT_VOCAB),
+        audio_vocab_size=read.count("vocab_size", limits.AUDIO_VOCAB),
+        audio_num_codebooks=num_codebooks,
     )
