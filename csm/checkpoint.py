@@ -9,7 +9,7 @@ sesame/csm-1b has been published in two layouts:
 * transformers: a `CsmConfig` `config.json` (`model_type: "csm"`) and `model.safetensors`, possibly
   sharded with `model.safetensors.index.json`, which also carries the Mimi codec (`codec_model.*`).
 
-Every config value that sizes the model is checked against `csm.limits` as the config is read,
+Every config value that sizes the model or its codec is checked against `csm.limits` as the config is read,
 before anything is built: a checkpoint folder is untrusted input (the app loads whatever
 `--model` names).
 
@@ -25,7 +25,7 @@ from typing import Callable
 
 from csm import hub, limits
 from csm.hub import CheckpointError, looks_like_path
-from csm.limits import ConfigReader, shown_value
+from csm.limits import ConfigReader, check_codec_config, shown_value
 from csm.models import FLAVORS, ModelArgs, RopeScaling, TransformerArgs
 
 
@@ -105,6 +105,8 @@ def _resolve(source: str, fetch: Callable[[str], Path | None], **where) -> Check
         else:
             files = [_required(fetch, SAFETENSORS_FILE, source)]
         args = args_from_transformers_config(config, f"{CONFIG_FILE} of {source}")  # sizes checked first
+        if "codec_config" in config:
+            check_codec_config(config["codec_config"], f"{CONFIG_FILE} of {source}")
     else:
         files = None
         for name in (SAFETENSORS_FILE, *PICKLE_FILES):

@@ -162,3 +162,51 @@ def read_llama3_scaling(read: ConfigReader, defaults: dict | None = None) -> dic
     original = "original_max_position_embeddings"
     positions = read.count(original, ROPE_POSITIONS, defaults.get(original, _REQUIRED))
     return dict(factor=factor, low_freq_factor=low, high_freq_factor=high, **{original: positions})
+
+
+# The Mimi codec (`codec_config`), built for real, in memory, before its weights are compared. kyutai/mimi
+# has: 24 kHz, 12.5 frames/s, hidden 512, 64 filters, 1 residual layer, ratios [8, 6, 5, 4], kernels 7 / 3 / 3,
+# dilation growth 2, 2048 codes of 256 dims in 32 quantizers (1 semantic), 8 transformer layers with 8 heads,
+# MLP 2048, 8000 positions, a 250-step window.
+MIMI_COUNTS = dict(
+    sampling_rate=Range(1, 192_000), audio_channels=Range(1, 8), hidden_size=Range(1, 8_192),
+    num_filters=Range(1, 1_024), num_residual_layers=Range(1, 4), kernel_size=Range(1, 64),
+    last_kernel_size=Range(1, 64), residual_kernel_size=Range(1, 64),
+    # The residual convs dilate by growth ** layer, so growth and layers together set the padding.
+    dilation_growth_rate=Range(1, 4), compress=Range(1, 16), codebook_size=Range(2, 65_536),
+    codebook_dim=Range(1, 8_192), num_quantizers=CODEBOOKS, num_semantic_quantizers=CODEBOOKS,
+    vector_quantization_hidden_dimension=Range(1, 8_192), upsample_groups=Range(1, 8_192),
+    num_hidden_layers=LAYERS, intermediate_size=INTERMEDIATE, num_attention_heads=HEADS,
+    num_key_value_heads=HEADS, head_dim=HEAD_DIM, max_position_embeddings=Range(1, 65_536),
+    sliding_window=Range(1, 65_536),
+)  # fmt: skip
+MIMI_FRAME_RATE = Range(0.5, 1_000.0)
+MIMI_RATIOS = Range(1, 8)  # how many upsampling stages
+MIMI_RATIO = Range(1, 64)
+
+
+def check_codec_config(config, where: str) -> dict:
+    """A Mimi `codec_config`, its sizing values checked (absent or null keys take Mimi's defaults).
+
+    Returns a copy with integral floats made ints, as MimiConfig accepts only ints.
+    """
+    read = ConfigReader(config, where, "codec_config.")
+    checked = dict(config)
+    for key, allowed in MIMI_COUNTS.items():
+        if config.get(key) is not None:
+            checked[key] = read.count(key, allowed)
+    for key in ("frame_rate", "_frame_rate"):  # transformers 5 saves it as _frame_rate
+        read.number(key, MIMI_FRAME_RATE, None)
+    ratios = config.get("upsampling_ratios")
+    if ratios is not None:
+        if not isinstance(ratios, list) or not MIMI_RATIOS.low <= len(ratios) <= MIMI_RATIOS.high:
+            read.fail("upsampling_ratios", ratios, f"a list of {MIMI_RATIOS.low} to {MIMI_RATIOS.high} whole numbers")
+        stages = ConfigReader(
+            {f"[{i}]": ratio for i, ratio in enumerate(ratios)}, where, read.prefix + "upsampling_ratios"
+        )
+        checked["upsampling_ratios"] = [stages.count(f"[{i}]", MIMI_RATIO) for i in range(len(ratios))]
+    heads = checked.get("num_attention_heads") or 8  # MimiConfig's default
+    kv_heads = checked.get("num_key_value_heads") or heads
+    if heads % kv_heads:
+        read.fail("num_key_value_heads", kv_heads, f"a divisor of num_attention_heads ({heads})")
+    return checked

@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from csm.loading import CheckpointError, load_model, resolve_checkpoint
+from csm.codec import load_codec
+from csm.loading import CheckpointError, codec_weights, load_model, resolve_checkpoint
 from csm.models import Model
 from tests.oracle import build_oracle, save_original_layout, save_transformers_layout
 
@@ -112,3 +113,54 @@ def test_both_layouts_still_load_the_same_weights(oracle, tmp_path):
     )
     assert original.keys() == transformers.keys()
     assert all(torch.equal(original[k], transformers[k]) for k in original)
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+
+
+def test_an_absurd_codec_config_is_refused_when_the_config_is_read(hf_folder):
+    edit_config(hf_folder, lambda c: c["codec_config"].update(num_hidden_layers=1e9))
+    with pytest.raises(CheckpointError, match=r"codec_config\.num_hidden_layers must be a whole number in \[1, 64\]"):
+        resolve_checkpoint(str(hf_folder))
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("hidden_size", 1e9), ("num_quantizers", 10**6), ("upsampling_ratios", [8, 6, 5, 1e9]), ("frame_rate", 0),
+     ("sampling_rate", -24_000), ("num_key_value_heads", 3)],
+)  # fmt: skip
+def test_load_codec_refuses_an_absurd_config_before_building_anything(hf_folder, monkeypatch, key, value):
+    config, state = codec_weights(resolve_checkpoint(str(hf_folder)))
+    monkeypatch.setattr("csm.codec.MimiModel", lambda *a, **k: pytest.fail("the codec was built"))
+    with pytest.raises(CheckpointError, match=rf"codec_config\.{key}"):
+        load_codec(None, 4, codec_config={**config, key: value}, codec_state_dict=state)
+
+
+def test_transformers_own_codec_checks_are_checkpoint_errors(hf_folder):
+    config, state = codec_weights(resolve_checkpoint(str(hf_folder)))
+    with pytest.raises(CheckpointError, match=r"(?s)not a valid Mimi config.*codebook_size. must be a power of 2"):
+        load_codec(None, 4, codec_config={**config, "codebook_size": 63}, codec_state_dict=state)
+
+
+def test_a_codec_config_with_integral_floats_loads(hf_folder):
+    config, state = codec_weights(resolve_checkpoint(str(hf_folder)))
+    floats = {**config, "hidden_size": 32.0, "upsampling_ratios": [8.0, 6, 5, 4]}
+    assert load_codec(None, 4, codec_config=floats, codec_state_dict=state).model.config.hidden_size == 32
+
+
+def test_a_codec_config_that_does_not_fit_its_weights_allocates_nothing(hf_folder, monkeypatch):
+    import csm.codec
+
+    config, state = codec_weights(resolve_checkpoint(str(hf_folder)))
+    built_on = []
+
+    def recording(config):
+        built_on.append(torch.get_default_device())
+        return real_mimi(config)
+
+    real_mimi = csm.codec.MimiModel
+    monkeypatch.setattr(csm.codec, "MimiModel", recording)
+    with pytest.raises(ValueError, match="do not fit the codec config"):
+        load_codec(None, 4, codec_config={**config, "num_hidden_layers": 64}, codec_state_dict=state)
+    assert built_on == [torch.device("meta")]
