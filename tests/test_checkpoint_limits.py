@@ -1,6 +1,8 @@
 """A hostile or broken checkpoint folder: absurd sizes are refused at once, files outside the folder are never read."""
 
 import json
+import os
+import shutil
 import time
 
 import pytest
@@ -164,3 +166,98 @@ def test_a_codec_config_that_does_not_fit_its_weights_allocates_nothing(hf_folde
     with pytest.raises(ValueError, match="do not fit the codec config"):
         load_codec(None, 4, codec_config={**config, "num_hidden_layers": 64}, codec_state_dict=state)
     assert built_on == [torch.device("meta")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files stay inside the folder
+
+
+def sharded_with_one_shard_moved(oracle, tmp_path, new_name) -> tuple:
+    """A sharded checkpoint whose first shard now lies outside it, at tmp_path / "outside.safetensors"."""
+    folder = tmp_path / "sharded"
+    oracle.save_pretrained(folder, max_shard_size="100KB")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    moved = sorted(set(index["weight_map"].values()))[0]
+    outside = tmp_path / "outside.safetensors"
+    shutil.move(folder / moved, outside)
+    name = new_name(outside)
+    index["weight_map"] = {k: (name if v == moved else v) for k, v in index["weight_map"].items()}
+    index_path.write_text(json.dumps(index))
+    return folder, outside
+
+
+@pytest.mark.parametrize("new_name", [lambda outside: "../outside.safetensors", lambda outside: str(outside)],
+                         ids=["dot-dot", "absolute"])  # fmt: skip
+def test_a_shard_index_cannot_name_a_file_outside_the_folder(oracle, tmp_path, monkeypatch, new_name):
+    folder, outside = sharded_with_one_shard_moved(oracle, tmp_path, new_name)
+    assert outside.is_file() and (folder / new_name(outside)).is_file()  # it would be read, if allowed
+    monkeypatch.setattr("csm.loading.TensorSource", lambda *a: pytest.fail("weights were read"))
+    with pytest.raises(CheckpointError, match=r"shard named in model\.safetensors\.index\.json .* lies outside"):
+        Model.from_pretrained(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize("name", ["sub//x.safetensors", "a\\b.safetensors", "./x.safetensors", "", 7, "x.pt"])
+def test_a_shard_index_names_plain_safetensors_files_only(oracle, tmp_path, name):
+    folder, _ = sharded_with_one_shard_moved(oracle, tmp_path, lambda outside: name)
+    with pytest.raises(CheckpointError, match=r"shard named in model\.safetensors\.index\.json"):
+        resolve_checkpoint(str(folder))
+
+
+def test_a_link_out_of_the_folder_is_not_followed(hf_folder, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.move(hf_folder / "model.safetensors", elsewhere / "model.safetensors")
+    (hf_folder / "model.safetensors").symlink_to(elsewhere / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"'model\.safetensors' is a link to .* outside the checkpoint folder"):
+        resolve_checkpoint(str(hf_folder))
+
+
+def test_other_files_are_confined_too(hf_folder, tmp_path):
+    (tmp_path / "secret.json").write_text("{}")
+    (hf_folder / "tokenizer.json").symlink_to(tmp_path / "secret.json")
+    checkpoint = resolve_checkpoint(str(hf_folder))
+    with pytest.raises(CheckpointError, match="'tokenizer.json' is a link to 'secret.json', which lies outside"):
+        checkpoint.other_file("tokenizer.json")
+    with pytest.raises(CheckpointError, match="'../secret.json' lies outside the checkpoint folder"):
+        checkpoint.other_file("../secret.json")
+
+
+def test_a_hugging_face_cache_snapshot_still_loads(hf_folder, tmp_path):
+    """A snapshot's files are links into the repo's blobs/: that one way out is allowed."""
+    repo = tmp_path / "hub" / "models--someone--csm"
+    snapshot, blobs = repo / "snapshots" / "0123abc", repo / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for i, file in enumerate(sorted(hf_folder.iterdir())):
+        shutil.copy(file, blobs / f"blob{i}")
+        (snapshot / file.name).symlink_to(os.path.relpath(blobs / f"blob{i}", snapshot))
+    assert Model.from_pretrained(str(snapshot), device="cpu").num_codebooks == 4
+
+
+def test_hub_file_names_are_checked_before_any_download(hf_folder, monkeypatch):
+    index = {"weight_map": {"a": "model.safetensors", "b": "../../secrets.safetensors"}}
+    (hf_folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    asked = []
+
+    def download(repo_id, filename, **kwargs):  # a Hub repo that holds the folder's files
+        asked.append(filename)
+        return hf_folder / filename
+
+    monkeypatch.setattr("csm.hub.download", download)
+    with pytest.raises(CheckpointError, match=r"'\.\./\.\./secrets\.safetensors' lies outside the checkpoint folder"):
+        resolve_checkpoint("someone/some-csm")
+    assert asked == ["config.json", "model.safetensors.index.json"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"a": ' * 100_000])
+def test_a_config_that_is_not_a_json_object_is_a_checkpoint_error(hf_folder, content):
+    (hf_folder / "config.json").write_text(content)
+    with pytest.raises(CheckpointError, match="config.json"):
+        resolve_checkpoint(str(hf_folder))
+
+
+def test_json_files_are_read_with_a_size_cap(hf_folder, monkeypatch):
+    monkeypatch.setattr("csm.checkpoint.MAX_JSON_BYTES", 1000)
+    with pytest.raises(CheckpointError, match=r"config\.json is over"):
+        resolve_checkpoint(str(hf_folder))
