@@ -8,7 +8,10 @@ import time
 import pytest
 import torch
 
+from csm import hub
+from csm.checkpoint import Checkpoint
 from csm.codec import load_codec
+from csm.generator import _describe
 from csm.loading import CheckpointError, codec_weights, load_model, resolve_checkpoint
 from csm.models import Model
 from tests.oracle import build_oracle, save_original_layout, save_transformers_layout
@@ -261,3 +264,22 @@ def test_json_files_are_read_with_a_size_cap(hf_folder, monkeypatch):
     monkeypatch.setattr("csm.checkpoint.MAX_JSON_BYTES", 1000)
     with pytest.raises(CheckpointError, match=r"config\.json is over"):
         resolve_checkpoint(str(hf_folder))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the app is told
+
+
+def test_a_local_folder_is_described_by_its_name_only(hf_folder):
+    description = _describe(resolve_checkpoint(str(hf_folder)))
+    assert description == "hf (transformers layout, local folder)"
+    assert "/" not in description and str(hf_folder.parent) not in description
+
+
+def test_a_hub_repo_is_described_by_its_id(monkeypatch, oracle):
+    def no_file(repo_id, filename, **kwargs):
+        raise hub.HubFileError(f"{repo_id} has no file {filename}", hub.NO_FILE)
+
+    monkeypatch.setattr("csm.checkpoint.hub.download", no_file)
+    checkpoint = Checkpoint(source="sesame/csm-1b", layout="transformers", args=None, config={}, weight_files=[])
+    assert _describe(checkpoint) == "sesame/csm-1b (transformers layout)"
