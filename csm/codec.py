@@ -18,6 +18,7 @@ from transformers import DynamicCache, MimiConfig, MimiModel
 from transformers.models.mimi.modeling_mimi import MimiConv1d, MimiConvTranspose1d, MimiResnetBlock
 
 from csm.hub import CheckpointError
+from csm.limits import check_codec_config
 
 DEFAULT_REPO = "kyutai/mimi"
 
@@ -226,7 +227,9 @@ def load_codec(
 
     With `codec_config` and `codec_state_dict` (a CSM checkpoint's `config.json["codec_config"]`
     and its `codec_model.*` tensors with that prefix stripped), the codec is built from those and
-    nothing is downloaded. Otherwise `MimiModel.from_pretrained(name_or_path or "kyutai/mimi")`.
+    nothing is downloaded: a sizing value out of bounds (csm.limits) is a CheckpointError, and weights
+    that do not fit the config a ValueError, both before the codec's memory is allocated. Otherwise
+    `MimiModel.from_pretrained(name_or_path or "kyutai/mimi")`.
     `dtype` is there to refuse anything but float32 loudly: the codec is small, and bf16 is audible.
     """
     device = torch.device(device if device is not None else "cpu")
@@ -236,10 +239,14 @@ def load_codec(
     if (codec_state_dict is None) != (codec_config is None):
         raise ValueError("pass codec_config and codec_state_dict together (both come from the CSM checkpoint)")
     if codec_state_dict is not None:
-        config = codec_config if isinstance(codec_config, MimiConfig) else MimiConfig(**codec_config)
+        config = _checked_config(codec_config)
+        # Build on the meta device first, to compare shapes before allocating: a config that does
+        # not fit the weights must not get to allocate whatever it asks for.
+        with torch.device("meta"):
+            state = _matched_state(MimiModel(config), codec_state_dict)
         with torch.device(device):
             model = MimiModel(config).to(dtype)
-        _load_state(model, codec_state_dict)
+        model.load_state_dict(state, strict=True)  # copies into the model's device and dtype
     else:
         source = name_or_path or DEFAULT_REPO
         try:
@@ -253,8 +260,19 @@ def load_codec(
     return MimiCodec(model, num_codebooks)
 
 
-def _load_state(model: MimiModel, state_dict: dict[str, Tensor]) -> None:
-    """Copy a Mimi state dict (either layout) into `model`; a ValueError names any mismatch."""
+def _checked_config(codec_config: dict | MimiConfig) -> MimiConfig:
+    """A MimiConfig from a checkpoint's `codec_config`, its sizes bounded (csm.limits) before anything is built."""
+    if isinstance(codec_config, MimiConfig):
+        return codec_config
+    codec_config = check_codec_config(codec_config, "load_codec")
+    try:
+        return MimiConfig(**codec_config)
+    except Exception as e:  # transformers' own checks: TypeError, ValueError or huggingface_hub's StrictDataclassError
+        raise CheckpointError(f"the codec config is not a valid Mimi config: {e}") from e
+
+
+def _matched_state(model: MimiModel, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state_dict` under `model`'s names (either layout); a ValueError names any missing, extra or misshapen tensor."""
     expected = model.state_dict()
     state = {}
     for name, tensor in state_dict.items():
@@ -275,7 +293,7 @@ def _load_state(model: MimiModel, state_dict: dict[str, Tensor]) -> None:
     problems = [f"{what}: {_short_list(names)}" for what, names in found.items() if names]
     if problems:
         raise ValueError("the codec weights do not fit the codec config; " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)  # copies into the model's device and dtype
+    return state
 
 
 def _short_list(names: list[str], limit: int = 6) -> str:

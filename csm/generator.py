@@ -11,17 +11,19 @@ device between chunks' boundaries; each chunk is decoded by a streaming Mimi dec
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import torch
 from torch import Tensor
 
 from csm import loading
-from csm.checkpoint import Checkpoint, resolve_checkpoint
+from csm.checkpoint import Checkpoint, CheckpointError, read_json, resolve_checkpoint
 from csm.codec import MimiCodec, load_codec
 from csm.frame_step import FrameStep
 from csm.inputs import (  # Segment and FRAME_MS: also imported from here by callers
@@ -368,10 +370,15 @@ def _build_generator(repo_id, revision, token, device, dtype) -> Generator:
 
 
 def _describe(checkpoint: Checkpoint) -> str:
+    """What the app shows as the model: a Hub repo by its id, a local folder by its name only (no server path)."""
     marker = checkpoint.other_file("csm_studio.json")
     if marker is not None:
-        import json
-
-        if json.loads(marker.read_text()).get("csm_studio_tiny"):
-            return "tiny random model: its output is noise"
-    return f"{checkpoint.source} ({checkpoint.layout} layout)"
+        try:
+            if read_json(marker, checkpoint.source).get("csm_studio_tiny"):
+                return "tiny random model: its output is noise"
+        except CheckpointError:  # an unreadable marker only means: not our tiny model
+            pass
+    if checkpoint.local_folder is None:
+        return f"{checkpoint.source} ({checkpoint.layout} layout)"
+    name = Path(os.path.abspath(checkpoint.local_folder)).name or "checkpoint"  # the name as given, "" for the root
+    return f"{name} ({checkpoint.layout} layout, local folder)"
