@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -83,6 +84,7 @@ class Studio:
             self.load_error = f"{type(e).__name__}: {e}"
         if self.load_error:
             log.error("The model %s could not be loaded: %s", self.model_name, self.load_error)
+            self.load_error = without_server_paths(self.load_error, self.model_name)
         elif self.watermark:
             self.load_watermark()
         return self
@@ -106,7 +108,7 @@ class Studio:
     def description(self) -> str:
         if self.generator is not None:
             return f"{self.generator.description} on {self.generator.device}"
-        return f"{self.model_name} (not loaded)"
+        return f"{without_server_paths(self.model_name, self.model_name)} (not loaded)"
 
     def clip_room_seconds(self, max_seconds: float = DEFAULT_MAX_SECONDS) -> float:
         """About how long one context clip may be next to a reply of `max_seconds` (the window is ~164 s)."""
@@ -132,7 +134,7 @@ class Studio:
             )
             return (
                 f"### ⛔ The model could not be loaded, so generation is switched off\n"
-                f"**{self.model_name}**: {self.load_error}\n\n{fix} "
+                f"**{without_server_paths(self.model_name, self.model_name)}**: {self.load_error}\n\n{fix} "
                 "To try the interface without the model, run `python app.py --model tiny`."
             ), "error"
         off = "" if self.watermark else "\n\nThe watermark is off (`--no-watermark`): for local research use only."
@@ -334,6 +336,16 @@ class Studio:
             stopped=stopped,
             error=error,
         )
+
+
+def without_server_paths(message: str, model_name: str) -> str:
+    """A local checkpoint folder is named by its folder name in what users see: the log keeps the path."""
+    folder = Path(model_name).expanduser()
+    if not folder.exists():
+        return message
+    for spelled in {str(folder.resolve()), str(folder), model_name}:
+        message = message.replace(spelled, folder.resolve().name)
+    return message
 
 
 def check_request_seconds(turns: int, settings: Settings) -> None:

@@ -270,3 +270,12 @@ def test_a_clip_is_refused_from_its_header_before_a_sample_is_decoded(tmp_path, 
         assert time.monotonic() - started < 1
     with pytest.raises(InputError, match="The transcript of turn 1 is 5,000 characters long; at most 4,000"):
         clips.load_clip(one_hz, "x" * 5000, 0, "turn 1")
+
+
+def test_a_local_checkpoint_that_fails_is_named_without_its_server_path(tmp_path):
+    folder = tmp_path / "my-checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "csm", "num_hidden_layers": 1000000000}')
+    studio = Studio(str(folder), device="cpu").load()
+    assert studio.load_error and "my-checkpoint" in studio.load_error
+    assert str(tmp_path) not in studio.load_error and str(tmp_path) not in studio.banner()[0]
