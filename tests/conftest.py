@@ -78,3 +78,20 @@ def tiny_client(tiny_app):
     from gradio_client import Client
 
     return Client(tiny_app.url, verbose=False, analytics_enabled=False, download_files=str(ARTIFACTS / "downloads"))
+
+
+# -- checkpoints for the loading tests: a small transformers CSM (the oracle) saved in either layout
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    from tests.oracle import build_oracle
+
+    return build_oracle("gqa-llama3")
+
+
+@pytest.fixture
+def hf_folder(oracle, tmp_path):
+    from tests.oracle import save_transformers_layout
+
+    return save_transformers_layout(oracle, tmp_path / "hf")

@@ -14,17 +14,7 @@ from csm.codec import load_codec
 from csm.generator import _describe
 from csm.loading import CheckpointError, codec_weights, load_model, resolve_checkpoint
 from csm.models import Model
-from tests.oracle import build_oracle, save_original_layout, save_transformers_layout
-
-
-@pytest.fixture(scope="module")
-def oracle():
-    return build_oracle("gqa-llama3")
-
-
-@pytest.fixture
-def hf_folder(oracle, tmp_path):
-    return save_transformers_layout(oracle, tmp_path / "hf")
+from tests.oracle import save_original_layout, save_transformers_layout
 
 
 def edit_config(folder, edit):

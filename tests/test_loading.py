@@ -10,17 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from csm.loading import CheckpointError, DeviceError, codec_weights, load_model, resolve_checkpoint, resolve_device
 from csm.models import Model
-from tests.oracle import build_oracle, save_original_layout, save_transformers_layout
-
-
-@pytest.fixture(scope="module")
-def oracle():
-    return build_oracle("gqa-llama3")
-
-
-@pytest.fixture
-def hf_folder(oracle, tmp_path):
-    return save_transformers_layout(oracle, tmp_path / "hf")
+from tests.oracle import save_original_layout, save_transformers_layout
 
 
 def rewrite_weights(folder, edit):
