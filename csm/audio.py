@@ -54,27 +54,30 @@ def audio_info(path) -> AudioInfo:
 
 
 def load_mono(path, target_rate: int = 24_000, max_seconds: float | None = None) -> torch.Tensor:
-    """A file as 1-D float32 at `target_rate`, its channels averaged block by block.
-
-    Memory stays about one channel at the file's rate, however many channels it has; with
-    `max_seconds`, a file that decodes to more than that (whatever its header said) is refused.
-    """
+    """A file as 1-D float32 at `target_rate`: read block by block, each block's channels averaged and
+    resampled as it comes, so memory follows the output, whatever the file's rate and channels.
+    With `max_seconds`, a file that decodes to more than that (whatever its header said) is refused."""
     path = os.fspath(path)
-    blocks, frames = [], 0
+    pieces, frames = [], 0
     try:
         with sf.SoundFile(path) as f:
             rate = int(f.samplerate)
             limit = None if max_seconds is None else int(max_seconds * rate) + 1
+            stream = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
             for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                blocks.append(block.mean(axis=1))
                 frames += len(block)
                 if limit is not None and frames > limit:
                     raise ValueError(f"{path!r} holds more than {max_seconds:g} s of audio")
+                pieces.append(stream.resample_chunk(block.mean(axis=1)))
+            pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     except (sf.SoundFileError, RuntimeError, TypeError) as e:
         raise ValueError(f"cannot read {path!r} as audio ({e})") from None
     if frames == 0:
         raise ValueError(f"{path!r} holds no audio samples")
-    return to_mono(np.concatenate(blocks), rate, target_rate)
+    audio = np.concatenate(pieces)
+    if not np.isfinite(audio).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
 
 
 def to_mono(audio, sample_rate, target_rate: int = 24_000) -> torch.Tensor:

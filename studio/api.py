@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 from gradio.data_classes import FileData, GradioRootModel
+from gradio.utils import get_upload_folder, is_in_or_equal
 from pydantic import ValidationError
 
 from studio.errors import InputError, user_facing_errors
@@ -19,7 +20,7 @@ from studio.inputs import (
     parse_script,
     shown,
 )
-from studio.jobs import ONE_AT_A_TIME
+from studio.jobs import CLIP_WORK, ONE_AT_A_TIME
 from studio.report import Result
 from studio.service import Studio, Voice
 
@@ -61,11 +62,15 @@ def clip_files(label: str) -> gr.File:
         if not isinstance(given, list) or len(given) > MAX_CLIPS:
             raise gr.Error(f"{label} must be a list of at most {MAX_CLIPS} audio files (handle_file(...)).",
                            print_exception=False)  # fmt: skip
-        try:
-            return [files._process_single_file(FileData.model_validate(f)) for f in given]
+        try:  # as gradio's own check: each file must be one uploaded to this server, nowhere else
+            checked = [FileData.model_validate(f, context={"validate_meta": True}) for f in given]
         except ValidationError:
             raise gr.Error(f"{label} must be a list of audio files, each sent with handle_file(...).",
                            print_exception=False) from None  # fmt: skip
+        uploads = get_upload_folder()
+        if not all(is_in_or_equal(f.path, uploads) for f in checked):
+            raise gr.Error(f"{label} must be files uploaded with handle_file(...).", print_exception=False)
+        return [f.path for f in checked]
 
     files.preprocess = preprocess
     return files
@@ -156,4 +161,4 @@ def api_endpoints(studio: Studio) -> None:
                            api_description=GENERATE_DOC, **ONE_AT_A_TIME)  # fmt: skip
     script_trigger.click(generate_script, [script, *context, *settings], [conversation, turns, info],
                          api_name="generate_script", api_description=SCRIPT_DOC, **ONE_AT_A_TIME)  # fmt: skip
-    detect_trigger.click(detect, [clip], [detection], api_name="detect", api_description=DETECT_DOC)
+    detect_trigger.click(detect, [clip], [detection], api_name="detect", api_description=DETECT_DOC, **CLIP_WORK)

@@ -97,8 +97,8 @@ def read_clip(path, label: str | None) -> torch.Tensor:
     return audio
 
 
-def load_clip(path, transcript, speaker: int, label: str) -> Segment:
-    """A voice clip and its transcript -> a 24 kHz mono Segment, or an InputError saying what is wrong."""
+def check_transcript(transcript, label: str) -> None:
+    """A transcript's type and length, checked before any clip of the request is read."""
     if transcript is not None and not isinstance(transcript, str):
         raise InputError(f"The transcript of {label} must be text, got {type(transcript).__name__}.")
     if transcript and len(transcript) > MAX_TRANSCRIPT_CHARS:
@@ -106,6 +106,11 @@ def load_clip(path, transcript, speaker: int, label: str) -> Segment:
             f"The transcript of {label} is {len(transcript):,} characters long; at most {MAX_TRANSCRIPT_CHARS:,} "
             "are read (a clip the model's window can hold has far fewer)."
         )
+
+
+def load_clip(path, transcript, speaker: int, label: str) -> Segment:
+    """A voice clip and its transcript -> a 24 kHz mono Segment, or an InputError saying what is wrong."""
+    check_transcript(transcript, label)
     if path and not (transcript or "").strip():  # a missing clip is said first: read_clip does
         raise InputError(
             f"{capitalized(label)} has no transcript: type the words spoken in the clip, so the model "

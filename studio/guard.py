@@ -14,41 +14,43 @@ from pathlib import Path
 
 log = logging.getLogger("csm-studio")
 
-# A request's JSON: 32 transcripts of 4,000 characters fit many times over, so an over-long argument still
-# reaches the handler that names it; far larger bodies are refused unread. Uploads have their own limit.
-MAX_BODY_BYTES = 4 << 20
-SESSION_CAPACITY = 500  # sessions whose state is kept (least recently used go first): ~0.2 MB each
+# A request's JSON: 32 transcripts of 4,000 characters fit several times over, so an over-long argument
+# still reaches the handler that names it; larger bodies are refused unread. Gradio keeps each session's
+# last inputs, so this times SESSION_CAPACITY bounds that memory too.
+MAX_BODY_BYTES = 1 << 20
+MAX_UPLOAD_BYTES = 51 << 20  # one upload request: MAX_UPLOAD (50 MB) and the multipart framing
+SESSION_CAPACITY = 300  # sessions whose state is kept (least recently used go first)
 UPLOAD_LEFTOVER_S = float(os.environ.get("CSM_STUDIO_UPLOAD_LEFTOVER_S", 1800))  # an upload this old is abandoned
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def is_upload_route(path: str) -> bool:
+    """gradio's upload route exactly: /gradio_api/call/upload is an API call, with a JSON body."""
+    return path.rstrip("/").split("/")[-2:] == ["gradio_api", "upload"]
 
 
 class BodyLimit:
-    """ASGI middleware: a request other than an upload carries at most `max_bytes`, or gets 413 unread."""
+    """ASGI middleware: a request body is at most `max_bytes` (an upload at most MAX_UPLOAD_BYTES), and
+    says its length up front; anything else gets 411 or 413 before a byte of it is read."""
 
     def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"].endswith("/upload"):
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.max_bytes:
-            return await self.refuse(send)
-        received = 0
+        limit = MAX_UPLOAD_BYTES if is_upload_route(scope["path"]) else self.max_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is None or not declared.isdigit():
+            return await self.refuse(send, 411, "The request must say its length (Content-Length).")
+        if int(declared) > limit:
+            return await self.refuse(send, 413, f"The request is larger than {limit >> 20} MB.")
+        return await self.app(scope, receive, send)
 
-        async def counted():  # a body sent in chunks is counted as it arrives
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise ValueError(f"request body over {self.max_bytes} bytes")
-            return message
-
-        return await self.app(scope, counted, send)
-
-    async def refuse(self, send) -> None:
-        body = f"The request is larger than {self.max_bytes >> 20} MB; files go through the upload route.".encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": body})
+    @staticmethod
+    async def refuse(send, status: int, message: str) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": message.encode()})
 
 
 def sweep_abandoned_uploads(folder: Path, older_than_s: float = UPLOAD_LEFTOVER_S) -> int:

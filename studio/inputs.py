@@ -112,10 +112,10 @@ def parse_script(script) -> list[Line]:
         match = SCRIPT_TAG.match(raw)
         where = f"Script line {number_}"
         if match is None:
-            shown = raw.strip() if len(raw.strip()) <= 40 else raw.strip()[:40] + "…"
+            line = raw.strip() if len(raw.strip()) <= 40 else raw.strip()[:40] + "…"
             raise InputError(
                 f"{where} has no speaker tag: start every line with the speaker's number "
-                f"in brackets, like “[0] Hello there”. The line reads: “{shown}”."
+                f"in brackets, like “[0] Hello there”. The line reads: “{line}”."
             )
         speaker = check_speaker(match[1].strip(), f"{where}: the speaker")
         lines.append(Line(speaker, check_text(match[2], where)))

@@ -106,6 +106,9 @@ def gpu_seconds(job: Job) -> int:
 _generation_lock = threading.Lock()  # one job at a time: a script's turns run back to back
 _last_session: list[str | None] = [None]  # whose job held the model last (read and written under the lock)
 ONE_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "generation"}  # the events that run jobs: one per GPU
+# The events that read a user's clip outside a job (a note on upload, adding a turn, a watermark check):
+# each may decode a few minutes of audio, so only this many at once.
+CLIP_WORK = {"concurrency_limit": 2, "concurrency_id": "clips"}
 
 
 @spaces.GPU(duration=gpu_seconds)
@@ -123,7 +126,8 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
     with _generation_lock:
         # The KV the first turn reuses was left by the job before: reported only if that was this
         # user's own, as the amount would tell one user about another's prompt.
-        previous, _last_session[0] = _last_session[0], job.session
+        # Until this job's first prompt is in the cache, nobody is sure to own what it holds.
+        previous, _last_session[0] = _last_session[0], None
         private = job.session is None or previous != job.session
         history = list(job.context)
         pinned = sum(clip.is_prompt for clip in history)  # the prompts lead the context
@@ -144,6 +148,7 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
                 for chunk in stream:
                     if not chunks:  # the prompt is fitted by now: what it left out is known
                         report = with_context(report, stream.info, history, hide_reuse=private and index == 0)
+                        _last_session[0] = job.session  # the cache now holds this job's prompt
                         yield TurnStarted(report)
                     chunks.append(chunk.float().numpy() if marker is None else marker.mark(chunk.float().numpy()))
                     yield Chunk(index, chunks[-1])

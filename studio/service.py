@@ -19,9 +19,20 @@ from csm.audio import save_wav
 from csm.generator import FRAME_MS, Generator, Segment, load_csm_1b
 from csm.loading import CheckpointError
 from csm.text import TokenizerError
-from studio.clips import check_request_clips, load_clip, read_clip
+from csm.audio import load_mono
+from studio.clips import check_request_clips, check_transcript, clip_header, load_clip
 from studio.errors import InputError, capitalized, sentence, user_message
-from studio.inputs import DEFAULT_MAX_SECONDS, MAX_REQUEST_SECONDS, SAMPLE_RATE, Line, Settings, check_speaker, plural
+from studio.inputs import (
+    DEFAULT_MAX_SECONDS,
+    MAX_CLIP_S,
+    MAX_CLIPS,
+    MAX_REQUEST_SECONDS,
+    SAMPLE_RATE,
+    Line,
+    Settings,
+    check_speaker,
+    plural,
+)
 from studio.jobs import Chunk, ContextClip, Job, TurnDone, TurnStarted, finished_report, run_job
 from studio.outputs import line_file_name, new_output_dir, stitch, turn_file_name
 from studio.presets import PresetLibrary
@@ -158,12 +169,18 @@ class Studio:
 
     def detect(self, path) -> Detection:
         """Whether a clip carries a watermark, and whose: the detector of the watermark in use, or
-        (with --no-watermark) one loaded now."""
-        audio = read_clip(path, "the clip to check")
+        (with --no-watermark) one loaded now. Any clip is read, silent ones too (none found)."""
+        if not path or not Path(path).is_file():
+            raise InputError("Upload the clip to check (a WAV, FLAC, OGG or MP3 file).")
+        the_clip = f"This clip ({Path(path).name})"
+        clip_header(path, the_clip)
         try:
-            marker = load_watermarker(
-                **(self.watermark_key or {"tiny": self.is_tiny, "message": self.watermark_message})
-            )
+            audio = load_mono(path, SAMPLE_RATE, max_seconds=MAX_CLIP_S)
+        except ValueError:
+            raise InputError(f"{the_clip} cannot be read as audio: use a WAV, FLAC, OGG or MP3 file.") from None
+        key = self.watermark_key or {"tiny": self.is_tiny, "message": self.watermark_message}
+        try:
+            marker = load_watermarker(**key)
         except Exception as e:
             raise InputError(
                 f"The watermark detector could not be loaded ({type(e).__name__}): try again later."
@@ -181,6 +198,9 @@ class Studio:
         settings = Settings.parse(*settings)
         check_request_seconds(len(lines), settings)
         own = [(voice.path, f"speaker {voice.speaker}'s own voice") for voice in voices if voice.preset_id is None]
+        for voice in voices:
+            if voice.preset_id is None:
+                check_transcript(voice.transcript, f"speaker {voice.speaker}'s own voice")
         return self.build_job(lines, voices, self.context_turns(*turns, other_clips=own), settings, **options)
 
     def voice_prompt(self, voice: Voice) -> tuple[ContextClip, str]:
@@ -204,6 +224,9 @@ class Studio:
             if value is not None and not isinstance(value, (list, tuple)):
                 raise InputError(f"{name} must be a list, one entry per context clip, got {type(value).__name__}.")
         paths, transcripts, speakers = list(paths or []), list(transcripts or []), list(speakers or [])
+        if len(transcripts) <= MAX_CLIPS:  # every transcript before any clip is read (more: refused next)
+            for i, transcript in enumerate(transcripts):
+                check_transcript(transcript, f"{label} {i + 1}")
         check_request_clips([*other_clips, *((path, f"{label} {i + 1}") for i, path in enumerate(paths))])
         if not len(paths) == len(transcripts) == len(speakers):
             raise InputError(

@@ -22,6 +22,7 @@ WATERMARK_RATE = 16_000  # AudioSeal's
 NBITS = 16
 DEFAULT_MESSAGE = 0xC5A1  # "this app"; a deployment sets its own (--watermark-message)
 DETECTED = 0.5  # detection probability from which a clip counts as marked
+DETECT_S = 30  # what a check reads of a clip: the mark is everywhere, and the detector's time is shared
 GENERATOR_CARD, DETECTOR_CARD = "audioseal_wm_16bits", "audioseal_detector_16bits"  # audioseal's model cards
 AUDIOSEAL_REPO = "facebook/audioseal"
 # The real architecture at a fraction of its width: random weights, for tests and --model tiny.
@@ -62,11 +63,13 @@ class Watermarker:
     """
 
     def __init__(self, generator, detector, message: int, description: str, strength: float = 1.0, device="cpu"):
+        # The generator marks inside the generation job (on the GPU where there is one); the detector
+        # answers anyone's check outside it, on the CPU, so a check never waits for a generation.
         self.device = torch.device(device)
-        self.generator, self.detector = generator.eval().to(self.device), detector.eval().to(self.device)
+        self.generator, self.detector = generator.eval().to(self.device), detector.eval()
         self.message, self.description, self.strength = message, description, strength
         self._bits = message_bits(message)
-        self._lock = threading.Lock()  # the models are stateless, but torch's thread pool is shared
+        self._mark_lock, self._detect_lock = threading.Lock(), threading.Lock()
 
     @torch.inference_mode()
     def mark(self, audio: np.ndarray, rate: int = 24_000) -> np.ndarray:
@@ -74,7 +77,7 @@ class Watermarker:
         if len(audio) == 0:
             return audio
         low = soxr.resample(audio.astype(np.float32), rate, WATERMARK_RATE)
-        with self._lock, eager():
+        with self._mark_lock, eager():
             low = torch.from_numpy(low).to(self.device)[None, None]
             mark = self.generator.get_watermark(low, message=self._bits.to(self.device))[0, 0]
         back = soxr.resample(self.strength * mark.float().cpu().numpy(), WATERMARK_RATE, rate)
@@ -83,10 +86,10 @@ class Watermarker:
 
     @torch.inference_mode()
     def detect(self, audio: np.ndarray, rate: int) -> Detection:
-        """Whether a clip carries a watermark, and whose."""
-        low = soxr.resample(audio.astype(np.float32), rate, WATERMARK_RATE)
-        with self._lock, eager():
-            probability, bits = self.detector.detect_watermark(torch.from_numpy(low).to(self.device)[None, None])
+        """Whether a clip carries a watermark, and whose: its first DETECT_S seconds are read."""
+        low = soxr.resample(audio[: int(DETECT_S * rate)].astype(np.float32), rate, WATERMARK_RATE)
+        with self._detect_lock, eager():
+            probability, bits = self.detector.detect_watermark(torch.from_numpy(low)[None, None])
         probability, bits = float(probability[0]), bits.cpu()
         if probability < DETECTED:
             return Detection(round(probability, 4), None, "none found")
@@ -133,7 +136,6 @@ def _model(card: str, schema, create, tiny: bool):
     state = None
     if tiny:
         values["seanet"].update(TINY_SEANET)
-        torch.manual_seed(0)  # the same tiny model in every process: its marks can be checked anywhere
     else:
         from csm.hub import download
 
@@ -142,7 +144,9 @@ def _model(card: str, schema, create, tiny: bool):
         checkpoint = torch.load(download(AUDIOSEAL_REPO, filename), map_location="cpu", weights_only=False)
         values = {**checkpoint.get("xp.cfg", {}), **values}
         state = checkpoint.get("best_state", {}).get("model") or checkpoint.get("model") or checkpoint
-    model = create(AudioSeal.parse_config(values, config_type=schema, nbits=NBITS))
+    with torch.random.fork_rng():  # the same tiny model in every process, and the caller's seed untouched
+        torch.manual_seed(0)
+        model = create(AudioSeal.parse_config(values, config_type=schema, nbits=NBITS))
     if state is not None:
         load_state_dict(model, state_dict=convert_state_dict_for_scriptable_model(state))
     return model

@@ -258,16 +258,12 @@ def test_stop_as_a_turn_starts_keeps_its_first_chunk(studio):
 
 def test_a_clip_is_refused_from_its_header_before_a_sample_is_decoded(tmp_path, monkeypatch):
     """A 1 Hz header (48,000 s to resample) and a 10-minute clip are refused without decoding them."""
-    import time
-
     one_hz = write(tmp_path, "one-hz.wav", 0.1 * np.ones(48_000, np.float32), rate=1)
     ten_minutes = write(tmp_path, "long.wav", 0.1 * np.ones(600 * 8000, np.float32), rate=8000)
     monkeypatch.setattr(clips, "load_mono", lambda *a, **k: pytest.fail("decoded before the header was checked"))
     for path, message in [(one_hz, "declares a sample rate of 1 Hz"), (ten_minutes, "is 600 s long")]:
-        started = time.monotonic()
         with pytest.raises(InputError, match=message):
             clips.load_clip(path, "Words.", 0, "turn 1")
-        assert time.monotonic() - started < 1
     with pytest.raises(InputError, match="The transcript of turn 1 is 5,000 characters long; at most 4,000"):
         clips.load_clip(one_hz, "x" * 5000, 0, "turn 1")
 

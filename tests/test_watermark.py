@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from studio import inputs, jobs
+from studio import inputs
 from studio.cli import option_parser, watermark_message
 from studio.inputs import Settings
 from studio.jobs import Chunk, TurnDone
@@ -59,7 +59,7 @@ def run(studio, script="[0] One.\n[1] Two."):
 def test_every_output_path_is_the_watermarker_applied_to_the_raw_chunks(studio, tiny_marker):
     assert studio.watermark_key == {"tiny": True, "message": DEFAULT_MESSAGE, "device": "cpu"}
     job, events = run(studio)
-    raw = []  # the generator's own chunks for turn 1, unmarked
+    # The generator's own chunks for turn 1, unmarked:
     stream = studio.generator.generate_stream("One.", 0, [], max_audio_length_ms=1500, topk=1, seed=9)
     raw = [chunk.float().numpy() for chunk in stream]
     streamed = [e.audio for e in events if isinstance(e, Chunk) and e.turn == 0]
@@ -114,23 +114,55 @@ def test_the_message_and_the_switch_come_from_options_and_the_environment(monkey
 
 
 def real_watermarker():
+    """AudioSeal's trained models, where facebook/audioseal is in the cache or can be fetched."""
+    from csm.hub import HubFileError, download
+    from studio.watermark import AUDIOSEAL_REPO
+
     try:
-        return load_watermarker(tiny=False, message=0xBEEF)
-    except Exception as e:  # these build machines have no Hub access: the weights cannot be fetched
-        pytest.skip(
-            f"AudioSeal's weights (facebook/audioseal) are not cached and cannot be fetched: {type(e).__name__}"
-        )
+        download(AUDIOSEAL_REPO, "generator_base.pth")
+        download(AUDIOSEAL_REPO, "detector_base.pth")
+    except HubFileError as e:  # these build machines have no Hub access
+        pytest.skip(f"AudioSeal's weights ({AUDIOSEAL_REPO}) are not cached and cannot be fetched: {e.why}")
+    return load_watermarker(tiny=False, message=0xBEEF)  # from here on, any failure fails the test
 
 
 def test_real_audioseal_marks_and_finds_its_message():
     marker = real_watermarker()
     clip, rate = sf.read(ROOT / "examples" / "river.wav", dtype="float32")
-    marked = np.concatenate([marker.mark(clip[i : i + 15_360], rate) for i in range(0, len(clip), 15_360)])
+    sizes = [3_840] + [15_360] * (len(clip) // 15_360 + 1)  # the app's chunks: 2 frames, then 8
+    starts = np.cumsum([0] + sizes)
+    marked = np.concatenate([marker.mark(clip[a:b], rate) for a, b in zip(starts, starts[1:]) if a < len(clip)])
+    assert len(marked) == len(clip)
     found = marker.detect(marked, rate)
     assert found.probability > 0.9 and found.message == 0xBEEF and found.verdict == "made by this app"
     assert marker.detect(clip, rate).verdict == "none found"
 
 
-def test_real_audioseal_loads_on_the_generators_device():
-    marker = real_watermarker()
-    assert next(marker.generator.parameters()).device == torch.device("cpu")
+class StubDetector(torch.nn.Module):
+    """Says what it is told: a detection probability and 16 message bits."""
+
+    def __init__(self, probability: float, message: int):
+        super().__init__()
+        self.probability, self.bits = probability, message_bits(message)
+
+    def detect_watermark(self, x):
+        return torch.tensor([self.probability]), self.bits[None]
+
+
+@pytest.mark.parametrize(
+    "probability, message, verdict, shown",
+    [
+        (0.97, DEFAULT_MESSAGE, "made by this app", "Made by this app"),
+        (0.97, 0x1234, "another message", "A watermark with another message"),
+        (0.2, DEFAULT_MESSAGE, "none found", "No watermark found"),
+    ],
+)
+def test_a_check_says_whose_watermark_it_found(tiny_marker, probability, message, verdict, shown):
+    from studio.ui.check import describe_detection
+    from studio.watermark import Watermarker
+
+    marker = Watermarker(tiny_marker.generator, StubDetector(probability, message), DEFAULT_MESSAGE, "stub")
+    found = marker.detect(speech_like(1.0), RATE)
+    assert found.verdict == verdict and found.probability == pytest.approx(probability)
+    assert found.message == (None if verdict == "none found" else message)
+    assert shown in describe_detection(found, DEFAULT_MESSAGE)

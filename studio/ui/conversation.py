@@ -9,7 +9,7 @@ import gradio as gr
 
 from studio.clips import load_clip
 from studio.errors import InputError
-from studio.inputs import SAMPLE_RATE, check_speaker
+from studio.inputs import MAX_CLIPS, SAMPLE_RATE, check_speaker
 from studio.ui.style import COMPACT_PLAYER, PRIVATE, SHOWN_CARDS
 
 
@@ -52,6 +52,8 @@ def show_turns(turns: list, turns_state: gr.State) -> None:
 def add_earlier_turn(turns: list, path, text, speaker, voice: str | None, room_s: float) -> list:
     """The conversation with one more turn, or an InputError: a clip too long for the window is refused
     here, where it is added, rather than at Generate."""
+    if len(turns) >= MAX_CLIPS:
+        raise InputError(f"The conversation has {len(turns)} turns, the most a request reads: remove one first.")
     speaker = check_speaker(speaker, "The speaker of the turn")
     segment = load_clip(path, text, speaker, f"turn {len(turns) + 1}")
     seconds = len(segment.audio) / SAMPLE_RATE

@@ -8,7 +8,7 @@ import numpy as np
 from studio.clips import clip_note
 from studio.errors import user_message
 from studio.inputs import SAMPLE_RATE, TURN_GAP_S, check_line, parse_script, plural
-from studio.jobs import ONE_AT_A_TIME, Chunk, Job, TurnDone
+from studio.jobs import CLIP_WORK, ONE_AT_A_TIME, Chunk, Job, TurnDone
 from studio.outputs import wav_bytes
 from studio.report import Result
 from studio.service import Studio
@@ -39,7 +39,7 @@ class Page:
         self.wire_voices(demo)
         self.wire_inputs()
         self.wire_generation(demo)
-        self.check.button.click(self.check_clip, self.check.audio, self.check.result, **PRIVATE)
+        self.check.button.click(self.check_clip, self.check.audio, self.check.result, **PRIVATE, **CLIP_WORK)
 
     def check_clip(self, path) -> str:
         if not path:
@@ -97,8 +97,9 @@ class Page:
         show_mode = lambda mode: [gr.update(visible=mode == "One line")] * 2 + [gr.update(visible=mode != "One line")]  # noqa: E731
         c.mode.change(show_mode, c.mode, [c.line_group, c.examples.dataset, c.script_group], **UI_ONLY)
         for card in self.cards:  # each clip is judged as it arrives, next to it
-            card.own_audio.change(lambda path: clip_note(path, room), card.own_audio, card.own_note, **UI_ONLY)
-        conv.clip.change(lambda path: clip_note(path, room), conv.clip, conv.note, **UI_ONLY)
+            card.own_audio.change(lambda path: clip_note(path, room), card.own_audio, card.own_note, **PRIVATE,
+                                  **CLIP_WORK)  # fmt: skip
+        conv.clip.change(lambda path: clip_note(path, room), conv.clip, conv.note, **PRIVATE, **CLIP_WORK)
 
         def add_turn(turns, path, text, speaker, count, *picks):
             """A refused turn is said next to the clip and in a toast; the form stays as it was, to fix."""
@@ -112,7 +113,7 @@ class Page:
 
         add_inputs = [self.turns_state, conv.clip, conv.transcript, conv.speaker, self.shown, *self.pickers]
         add_outputs = [self.turns_state, conv.clip, conv.transcript, conv.note]
-        conv.add.click(add_turn, add_inputs, add_outputs, **PRIVATE)
+        conv.add.click(add_turn, add_inputs, add_outputs, **PRIVATE, **CLIP_WORK)
 
     # -- generation --------------------------------------------------------------------------------
 
