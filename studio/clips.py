@@ -48,9 +48,8 @@ def clip_header(path, the_clip: str) -> AudioInfo:
         raise InputError(f"{the_clip} has {info.channels} channels; at most {MAX_CLIP_CHANNELS} are read.")
     if info.seconds > MAX_CLIP_S:
         raise InputError(
-            f"{the_clip} is {info.seconds:.0f} s long, too long for the model's context: at most "
-            f"{MAX_CLIP_S} s of a clip is read (the whole window is 164 s); {GOOD_CLIP_S[0]} to "
-            f"{GOOD_CLIP_S[1]} s is plenty for a voice."
+            f"{the_clip} is {info.seconds:.0f} s long; clips of at most {MAX_CLIP_S} s are taken (the model's "
+            f"whole context window is 164 s, and {GOOD_CLIP_S[0]} to {GOOD_CLIP_S[1]} s is plenty for a voice)."
         )
     return info
 

@@ -15,9 +15,13 @@ class StopSignals:
 
     def arm(self, session: str) -> None:
         """At a Generate click, before the job is queued: a Stop from now on stops this job.
-        (The page disables Generate until the job is over, so a session has one job at a time.)"""
+
+        A flag not yet set is kept: a second click while a job is pending or running (gradio runs the
+        job once) must not leave that job with a flag that Stop no longer reaches. A set one is stale.
+        """
         with self._lock:
-            self._flags[session] = threading.Event()
+            if session not in self._flags or self._flags[session].is_set():
+                self._flags[session] = threading.Event()
 
     def stop(self, session: str) -> None:
         with self._lock:

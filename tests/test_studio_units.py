@@ -129,7 +129,7 @@ def test_a_clip_is_judged_as_soon_as_it_arrives(tmp_path):
     notes["corrupt"] = clips.clip_note(str(tmp_path / "corrupt.wav"), 152)
     assert "is silent" in notes["silent"] and notes["silent"].startswith("⚠️")
     assert "only 0.20 s long" in notes["short"] and "short.wav" in notes["short"]
-    assert "(long.wav) is 600 s long, too long for the model's context: at most 180 s" in notes["ten minutes"]
+    assert "(long.wav) is 600 s long; clips of at most 180 s are taken" in notes["ten minutes"]
     assert notes["just over"].startswith("⚠️ This clip is 155 s long")  # what Generate would refuse
     assert "cannot be read as audio" in notes["corrupt"]
     assert notes["long"].startswith("ℹ️ 45.0 s") and notes["good"] == "✓ 4.0 s of audio"
@@ -235,6 +235,11 @@ def test_stop_signals_are_one_per_session_and_forgotten_when_done():
     assert not stops.flag("a").is_set()
     stops.release("a", running)  # the old job's end does not forget the new job's flag
     assert len(stops) == 2
+    armed = stops.flag("a")
+    stops.arm("a")  # a second click while that job is pending: Stop must still reach it
+    assert stops.flag("a") is armed
+    stops.stop("a")
+    assert armed.is_set()
     stops.release("a", stops.flag("a"))
     stops.release("b")  # the page was closed
     assert len(stops) == 0

@@ -9,6 +9,7 @@ import gradio as gr
 from studio.inputs import (
     DEFAULT_MAX_SECONDS,
     MAX_REQUEST_SECONDS,
+    MAX_SCRIPT_CHARS,
     MAX_SCRIPT_TURNS,
     MAX_SECONDS_LIMIT,
     MAX_SPEAKER_ID,
@@ -19,6 +20,10 @@ from studio.ui.style import SHOWN_CARDS
 SCRIPT_EXAMPLE = """[0] Hey, did you get a chance to look at the garden this morning?
 [1] I did! The tomatoes are finally turning red.
 [0] Finally. I was starting to think they never would."""
+
+# What a text box holds at most: far past the limit, so over-long text is still seen and refused by
+# name, yet a paste of megabytes cannot make a request the server refuses unread (its body limit).
+TYPED_CHARS = 20 * MAX_TEXT_CHARS
 
 LINE_EXAMPLES = [
     "Hey, how are you doing today?",
@@ -83,7 +88,7 @@ def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
     with gr.Group(visible=True) as line_group:
         with gr.Row():
             text = gr.Textbox(label="Text", placeholder="What should be said next?", lines=2, scale=4,
-                              elem_id="line-text")  # fmt: skip
+                              max_length=TYPED_CHARS, elem_id="line-text")  # fmt: skip
             speaker = gr.Dropdown(speaker_names[:SHOWN_CARDS], value=0, label="Speaker", scale=1, min_width=170,
                                   elem_id="line-speaker")  # fmt: skip
         counter = gr.Markdown(f"0 / {MAX_TEXT_CHARS:,} characters", elem_id="text-counter")
@@ -92,7 +97,8 @@ def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
         script = gr.Textbox(
             label=f"Script: one turn per line, as [speaker] text (speakers 0 to {MAX_SPEAKER_ID}; "
             "the voice cards give 0 to 3 their voices)",
-            value=SCRIPT_EXAMPLE, lines=6, max_lines=MAX_SCRIPT_TURNS, elem_id="script-text",
+            value=SCRIPT_EXAMPLE, lines=6, max_lines=MAX_SCRIPT_TURNS, max_length=2 * MAX_SCRIPT_CHARS,
+            elem_id="script-text",
         )  # fmt: skip
     temperature, topk, max_seconds, seed = settings_panel()
     with gr.Row():

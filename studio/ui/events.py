@@ -40,12 +40,13 @@ class Page:
         self.wire_inputs()
         self.wire_generation(demo)
         self.check.button.click(self.check_clip, self.check.audio, self.check.result, **PRIVATE, **CLIP_WORK)
+        self.check.audio.change(lambda path: "", self.check.audio, self.check.result, **UI_ONLY)  # no stale verdict
 
     def check_clip(self, path) -> str:
         if not path:
             return "Upload or record a clip first."
         try:
-            return describe_detection(self.studio.detect(path), self.studio.watermark_message)
+            return describe_detection(self.studio.detect(path), self.studio.watermark_message, self.studio.is_tiny)
         except Exception as e:
             return f"⚠️ {user_message(e)}"
 
@@ -121,8 +122,8 @@ class Page:
         c, r = self.compose, self.result
         inputs = c.inputs | {self.turns_state, self.shown}
         inputs |= {x for card in self.cards for x in (card.picker, card.own_audio, card.own_text)}
-        outputs = [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, self.last_result, c.generate]
-        c.generate.click(self.arm, None, c.generate, **UI_ONLY).then(self.generate, inputs, outputs,
+        outputs = [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, self.last_result]
+        c.generate.click(self.arm, None, None, **UI_ONLY).then(self.generate, inputs, outputs,
                                                                    **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
         c.stop.click(self.stop, None, None, **UI_ONLY)
         demo.unload(self.forget)
@@ -130,10 +131,9 @@ class Page:
         keep = lambda turns, last: (turns + last["turns"], gr.update(visible=False))  # noqa: E731
         r.keep.click(keep, [self.turns_state, self.last_result], [self.turns_state, r.keep], **PRIVATE)
 
-    def arm(self, request: gr.Request):
-        """At the click, before the queue: Stop now stops this job; Generate waits until it is over."""
+    def arm(self, request: gr.Request) -> None:
+        """At the click, before the queue: Stop from now on stops this job."""
         self.stops.arm(request.session_hash)
-        return gr.update(interactive=False)
 
     def stop(self, request: gr.Request) -> None:
         self.stops.stop(request.session_hash)
@@ -163,7 +163,7 @@ class Page:
         except Exception as e:
             message = user_message(e)
             gr.Warning(message)
-            yield {r.status: f"⚠️ {message}", self.compose.generate: gr.update(interactive=True)}
+            yield {r.status: f"⚠️ {message}"}
         finally:
             self.stops.release(request.session_hash, flag)
 
@@ -183,9 +183,9 @@ class Page:
                 yield self.show(event)
 
     def show(self, result: Result) -> dict:
-        r, enable = self.result, {self.compose.generate: gr.update(interactive=True)}
+        r = self.result
         if not result.turns:
-            return {r.status: "■ Stopped before it started: the last result is as it was.", **enable}
+            return {r.status: "■ Stopped before it started: the last result is as it was."}
         for warning in result.warnings:
             gr.Warning(warning)
         if result.error:
@@ -204,5 +204,4 @@ class Page:
             r.reuse_seed: gr.update(value=f"♻ Reuse seed {result.seed}", visible=True),
             r.keep: gr.update(visible=bool(spoken)),
             self.last_result: {"seed": result.seed, "turns": spoken},
-            **enable,
         }

@@ -79,7 +79,7 @@ def describe_result(result: Result, description: str) -> str:
         limit = (
             ""
             if all(t.ended_by_model or t.stopped for t in result.turns)
-            else " · (length limit): stopped at the length limit"
+            else " · (length limit): the model did not end these turns, raise *Max length* if they were cut off"
         )
         parts.append(turn_table(result))
         parts.append(
