@@ -661,10 +661,13 @@ def print_table(data: dict) -> None:
 
 
 def parse_args(argv=None):
+    from csm.loading import default_dtype
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="default: bfloat16 on CUDA, float32 on CPU (csm.loading's defaults)")  # fmt: skip
+                        help="default: csm.loading.default_dtype's (bfloat16 on CUDA and on CPUs with AVX-512 BF16 "
+                        "or AMX, else float32)")  # fmt: skip
     parser.add_argument("--frames", type=int, default=20, help="frames per decode run (at least 2)")
     parser.add_argument("--repeats", type=int, default=3, help="measured runs per model, after one warm-up")
     parser.add_argument("--small", action="store_true", help="tiny shapes (CI) instead of CSM-1B's")
@@ -674,7 +677,7 @@ def parse_args(argv=None):
     parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--build-checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
+    args.dtype = args.dtype or str(default_dtype(torch.device(args.device))).removeprefix("torch.")
     if args.frames < 2:
         parser.error("--frames must be at least 2 (frames/s is measured after the first)")
     if args.repeats < 1:
