@@ -14,7 +14,6 @@ device and dtype, so no full-precision copy of the model lands on the GPU.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from torch import Tensor
 # Checkpoint, CheckpointError and resolve_checkpoint are re-exported: callers load through this module.
 from csm.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint  # noqa: F401
 from csm.models import Model, ModelArgs, TransformerArgs
-from csm.packing import pack_linear_weights
+from csm.packing import cpu_computes_bf16, pack_linear_weights
+from csm.quantize import check_quantize, quantize_int8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,28 +292,16 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@functools.cache  # the CPU does not change while the process runs: ask once
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX) and this torch's oneDNN uses them."""
-    flags = _cpu_flags()
-    has_instructions = bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
-    return has_instructions and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True,
+               quantize: str | None = None) -> Model:  # fmt: skip
+    """The model on `device` in `dtype` (default: `default_dtype(device)`).
 
-
-def _cpu_flags() -> dict:
-    if hasattr(torch.cpu, "get_capabilities"):  # cpuinfo's view, on every OS (recent torch)
-        return dict(torch.cpu.get_capabilities())
-    try:  # older torch: Linux's view
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    found = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
-    return {flag: True for flag in found.group(1).split()} if found else {}
-
-
-def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True) -> Model:
-    """The model on `device` in `dtype`. On the CPU, `pack_weights` pre-packs the Linears for oneDNN
-    (csm.packing.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout."""
+    `quantize="int8"`: int8 weights with one scale per output channel for the transformer Linears, the
+    projection and the audio heads (csm.quantize), made here from the float checkpoint; activations stay
+    in `dtype`. Otherwise, on the CPU, `pack_weights` pre-packs the Linears for oneDNN
+    (csm.packing.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout.
+    """
+    quantize = check_quantize(quantize)  # before any weight is read
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):
@@ -324,9 +312,11 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     state = {name: t.to(device=device, dtype=dtype, copy=True) for name, t in mapped_tensors(checkpoint, model, source)}
     del source  # unmaps the files
     model.load_state_dict(state, strict=True, assign=True)
-    del state  # the modules own the tensors now, so packing frees each original as it goes
+    del state  # the modules own the tensors now, so packing or quantizing frees each original as it goes
     model.eval().requires_grad_(False)
-    if pack_weights:
+    if quantize == "int8":
+        quantize_int8(model)
+    elif pack_weights:
         pack_linear_weights(model)
     return model
 
