@@ -7,13 +7,14 @@ Activations stay in the model's dtype. A decode step is batch-1 matrix-vector pr
 the time to stream the weights, so int8 halves it against bf16 (CPU: `bench/RESULTS.md`).
 
 The products use torch's own kernels: `_weight_int8pack_mm` for the few rows of a decode step, and
-for the hundreds of rows of a prefill (where that kernel is slower than a matrix product) the int8
-weight converted to the activations' dtype, then `F.linear`.
+for the hundreds of rows of a prefill (where that kernel is several times slower than a matrix
+product) the int8 weight converted to the activations' dtype, then `F.linear`.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 
 import torch
 import torch.nn as nn
@@ -24,7 +25,7 @@ from csm.models import Model
 from csm.packing import cpu_computes_bf16
 
 QUANTIZE_CHOICES = ("int8",)
-KERNEL_MAX_ROWS = 32  # above this many rows, converting the weight and one GEMM beat _weight_int8pack_mm (CPU)
+KERNEL_MAX_ROWS = 16  # above this many rows, converting the weight and one GEMM beat _weight_int8pack_mm (CPU)
 KERNEL_ROW_MULTIPLE = 16  # torch's CPU bf16 kernel reads 16 input features at a time (and crashes on others)
 
 
@@ -69,6 +70,24 @@ def has_int8_kernel(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
+# CPU: one buffer per thread for the converted weight. A fresh 64 MB tensor costs ten times the
+# conversion itself in page faults; on CUDA the caching allocator already reuses memory (and a
+# buffer that grew would move under a captured graph).
+_conversion_buffers = threading.local()
+
+
+def converted(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """The int8 `weight` as `dtype` (exact: |q| <= 127), in a reused buffer on the CPU."""
+    if weight.device.type != "cpu":
+        return weight.to(dtype)
+    buffers = _conversion_buffers.__dict__.setdefault("by_dtype", {})
+    buffer = buffers.get(dtype)
+    if buffer is None or buffer.numel() < weight.numel():
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+            buffer = buffers[dtype] = torch.empty(weight.numel(), dtype=dtype)
+    return buffer[: weight.numel()].view(weight.shape).copy_(weight)
+
+
 class Int8Linear(nn.Module):
     """A bias-free Linear whose weight [out, in] is int8, with one scale per output channel.
 
@@ -93,7 +112,7 @@ class Int8Linear(nn.Module):
             rows = rows.to(self.compute_dtype).contiguous()
             y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales).to(x.dtype)
         else:
-            y = F.linear(rows, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+            y = F.linear(rows, converted(self.weight, x.dtype)) * self.scales.to(x.dtype)
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -153,3 +153,14 @@ def test_generator_runs_int8_and_caches_it_apart(tiny):
     assert isinstance(generator.model.audio_head, Int8CodebookHeads)
     audio = generator.generate("Quantized.", 0, [], max_audio_length_ms=800, seed=1)
     assert audio.numel() > 0 and torch.isfinite(audio).all()
+
+
+def test_the_cpu_conversion_buffer_is_reused_and_exact():
+    from csm.quantize import converted
+
+    large, small = (torch.randint(-127, 128, shape, dtype=torch.int8) for shape in ((64, 48), (16, 8)))
+    with torch.inference_mode():  # made in a prefill, written again outside inference mode
+        first = converted(large, torch.bfloat16)
+    assert torch.equal(first.float(), large.float())
+    second = converted(small, torch.bfloat16)
+    assert torch.equal(second.float(), small.float()) and second.data_ptr() == first.data_ptr()
