@@ -164,3 +164,11 @@ def test_the_cpu_conversion_buffer_is_reused_and_exact():
     assert torch.equal(first.float(), large.float())
     second = converted(small, torch.bfloat16)
     assert torch.equal(second.float(), small.float()) and second.data_ptr() == first.data_ptr()
+
+
+def test_quantizing_leaves_the_float_weight_as_it_was():
+    weight = torch.randn(32, 16)
+    before = weight.clone()
+    quantize_per_channel(weight, torch.float32)
+    quantize_per_channel(weight.T, torch.float32)  # transposed, as the audio heads are
+    assert torch.equal(weight, before)
