@@ -1,6 +1,10 @@
 """How far int8 weights move our CSM from the same model with float weights: same checkpoint, same prompt.
 
     python -m bench.accuracy --checkpoint-dir DIR [--small] [--dtype bfloat16] [--frames 50] [--json out.json]
+                             [--quantize int8|none] [--reference-dtype float32]
+
+For scale, `--quantize none --reference-dtype float32` measures the same figures for bf16 weights
+against fp32 ones: what the bf16 default already costs.
 
 Both models load in this one process (bench.bench runs it in a child of its own, away from the
 speed workers). The float model first generates `frames` greedy frames after bench.bench's prompt;
@@ -124,7 +128,8 @@ def main(argv=None) -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--quantize", default="int8", choices=["int8"])
+    parser.add_argument("--quantize", default="int8", choices=["int8", "none"])
+    parser.add_argument("--reference-dtype", choices=["float32", "bfloat16", "float16"], help="default: --dtype")
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here (else print them)")
@@ -135,12 +140,15 @@ def main(argv=None) -> None:
         folder = args.checkpoint_dir or Path(scratch) / "checkpoint"
         ensure_checkpoint(folder, args.small, args.seed)
         checkpoint = loading.resolve_checkpoint(str(folder))
-        dtype = getattr(torch, args.dtype)
-        reference = loading.load_model(checkpoint, device=args.device, dtype=dtype)
-        quantized = loading.load_model(checkpoint, device=args.device, dtype=dtype, quantize=args.quantize)
+        args.reference_dtype = args.reference_dtype or args.dtype
+        reference = loading.load_model(checkpoint, device=args.device, dtype=getattr(torch, args.reference_dtype))
+        quantize = None if args.quantize == "none" else args.quantize
+        quantized = loading.load_model(checkpoint, device=args.device, dtype=getattr(torch, args.dtype),
+                                       quantize=quantize)  # fmt: skip
     n = reference.num_codebooks
     tokens, mask = (t.to(reference.device) for t in our_frames(prompt_parts(n, reference.config.text_vocab_size, 0), n))
-    figures = dict(dtype=args.dtype, quantize=args.quantize, **compare(reference, quantized, tokens, mask, args.frames))
+    figures = dict(dtype=args.dtype, quantize=args.quantize, reference_dtype=args.reference_dtype,
+                   **compare(reference, quantized, tokens, mask, args.frames))  # fmt: skip
     text = json.dumps(figures, indent=2)
     if args.json:
         args.json.write_text(text + "\n")
