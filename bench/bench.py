@@ -1,7 +1,7 @@
 """Speed and memory of our CSM next to transformers' CsmForConditionalGeneration: same weights, same run.
 
     python -m bench.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--frames N]
-                          [--repeats R] [--small] [--json out.json] [--checkpoint-dir DIR]
+                          [--repeats R] [--small] [--json out.json] [--checkpoint-dir DIR] [--quantize int8]
 
 Nothing is downloaded. A random `CsmForConditionalGeneration` with CSM-1B's shapes (or, with
 --small, tiny ones for CI) is saved with `save_pretrained`, and both sides load those files: ours
@@ -17,6 +17,11 @@ text (312 frames). Measured:
 - decode speed: frames/s after the first frame (the prefill is timed apart), real-time factor;
 - time to first audio: prefill + the first 2 frames + Mimi decoding of those 2 frames;
 - memory: the peak, the weights' and the KV cache's bytes.
+
+`--quantize int8` adds a third worker, ours with int8 weights (csm.quantize) and activations in
+--dtype, measured in the same rotation, and its ratios to ours in --dtype. Before the speed runs, a
+child process measures how far int8 moves the model's outputs (bench.accuracy: per-layer SNR,
+codebook-0 logit error, agreement of greedy codes over 50 frames).
 """
 
 from __future__ import annotations
@@ -215,10 +220,13 @@ def tensor_bytes(tensors) -> int:
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
-    """The bytes of a module's weights, counting our oneDNN-packed Linears (CPU): not parameters, same bytes."""
+    """The bytes of a module's weights, counting our oneDNN-packed Linears (CPU) and int8 Linears (buffers)."""
     from csm.packing import PackedLinear
+    from csm.quantize import Int8Linear
 
-    return tensor_bytes(module.parameters()) + sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
+    int8 = [t for m in module.modules() if isinstance(m, Int8Linear) for t in (m.weight, m.scales)]
+    packed = sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
+    return tensor_bytes([*module.parameters(), *int8]) + packed
 
 
 def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, positions: int, dtype: torch.dtype) -> int:
@@ -240,13 +248,15 @@ def device_name(device: torch.device) -> str:
 class OursRunner:
     """Our Model, its production decode step (csm.frame_step: a CUDA graph on CUDA) and streaming Mimi."""
 
+    quantize: str | None = None
+
     def __init__(self, folder: str, device: torch.device, dtype: torch.dtype, prompt_seed: int):
         from csm import loading
         from csm.codec import load_codec
         from csm.frame_step import FrameStep
 
         checkpoint = loading.resolve_checkpoint(folder)
-        self.model = loading.load_model(checkpoint, device=device, dtype=dtype)
+        self.model = loading.load_model(checkpoint, device=device, dtype=dtype, quantize=self.quantize)
         self.model.setup_caches(1)
         self.step = FrameStep(self.model)
         codec_config, codec_state = loading.codec_weights(checkpoint)
@@ -375,7 +385,13 @@ class TransformersRunner:
         return self.model.codec_model.decode(codes).audio_values[0, 0].cpu()
 
 
-RUNNERS = {"ours": OursRunner, "transformers": TransformersRunner}
+class OursInt8Runner(OursRunner):
+    """Ours with int8 weights (`load_model(..., quantize="int8")`), activations in the same dtype."""
+
+    quantize = "int8"
+
+
+RUNNERS = {"ours": OursRunner, "transformers": TransformersRunner, "ours-int8": OursInt8Runner}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,17 +506,21 @@ class WorkerProcess:
 
 
 def measure(folder: Path, args, log_dir: Path) -> tuple[dict, str]:
-    """Both workers' summaries, and the device's name (as a worker sees it)."""
-    names = list(RUNNERS)
-    workers = {name: WorkerProcess(name, folder, args.device, args.dtype, args.seed, log_dir) for name in names}
+    """Every worker's summary, and the device's name (as a worker sees it)."""
+    names = ["ours", "transformers", *(["ours-int8"] if args.quantize else [])]
+    workers, ready = {}, {}
     try:
-        ready = {name: w.read() for name, w in workers.items()}  # both load at the same time
+        for name in names:  # one load at a time: at once, their peaks could exhaust a small machine's memory
+            workers[name] = WorkerProcess(name, folder, args.device, args.dtype, args.seed, log_dir)
+            ready[name] = workers[name].read()
         print("loaded: " + ", ".join(f"{n} {r['load_seconds']:.1f} s" for n, r in ready.items()), file=sys.stderr)
         for w in workers.values():  # warm-up: first-call allocations, kernel selection, CUDA graph capture
             w.call("decode", frames=min(3, args.frames), seed=args.seed)
             w.call("first_audio", seed=args.seed)
         runs = {name: dict(decode=[], first_audio=[]) for name in names}
-        runs["ours"]["first_audio_context_cached"] = []  # transformers' generate has no such reuse
+        ours = [name for name in names if name.startswith("ours")]  # transformers' generate has no context reuse
+        for name in ours:
+            runs[name]["first_audio_context_cached"] = []
         for repeat in range(args.repeats):
             order = names if repeat % 2 == 0 else names[::-1]  # who goes first alternates
             for op, kwargs in (("decode", dict(frames=args.frames)), ("first_audio", {})):
@@ -508,11 +528,11 @@ def measure(folder: Path, args, log_dir: Path) -> tuple[dict, str]:
                     result = workers[name].call(op, seed=args.seed + repeat, **kwargs)
                     runs[name][op].append(result)
                     print(f"repeat {repeat + 1}/{args.repeats} {name} {op}: {brief(result)}", file=sys.stderr)
-            result = workers["ours"].call("first_audio", seed=args.seed + repeat, context_cached=True)
-            runs["ours"]["first_audio_context_cached"].append(result)
-            print(
-                f"repeat {repeat + 1}/{args.repeats} ours first_audio, context cached: {brief(result)}", file=sys.stderr
-            )
+            for name in ours:
+                result = workers[name].call("first_audio", seed=args.seed + repeat, context_cached=True)
+                runs[name]["first_audio_context_cached"].append(result)
+                print(f"repeat {repeat + 1}/{args.repeats} {name} first_audio, context cached: {brief(result)}",
+                      file=sys.stderr)  # fmt: skip
         memory = {name: w.call("memory") for name, w in workers.items()}
     finally:
         for w in workers.values():
@@ -578,16 +598,16 @@ def summarize(runs: dict, ready: dict, memory: dict) -> dict:
     )
 
 
-def report(args, results: dict, device: str) -> dict:
+def report(args, results: dict, device: str, accuracy: dict | None = None) -> dict:
     import transformers
 
     ours, theirs = results["ours"], results["transformers"]
     settings = dict(
         dtype=args.dtype, frames=args.frames, repeats=args.repeats, small=args.small, seed=args.seed,
         temperature=TEMPERATURE, topk=TOPK, batch_size=1, prompt_frames=prompt_length(),
-        first_audio_frames=FIRST_AUDIO_FRAMES, frame_seconds=FRAME_SECONDS,
+        first_audio_frames=FIRST_AUDIO_FRAMES, frame_seconds=FRAME_SECONDS, quantize=args.quantize,
     )  # fmt: skip
-    return dict(
+    data = dict(
         device=device,
         device_type=args.device,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -599,30 +619,55 @@ def report(args, results: dict, device: str) -> dict:
         shapes=shapes_for(args.small),
         ours=ours,
         transformers=theirs,
-        ratios=dict(  # ours / transformers: above 1 is better for fps, below 1 for the others
-            frames_per_second=ours["frames_per_second"] / theirs["frames_per_second"],
-            frames_per_second_from_median_frame=ours["frames_per_second_from_median_frame"]
-            / theirs["frames_per_second_from_median_frame"],
-            frames_per_second_from_fastest_frame=ours["frames_per_second_from_fastest_frame"]
-            / theirs["frames_per_second_from_fastest_frame"],
-            time_to_first_audio=ours["time_to_first_audio_seconds"] / theirs["time_to_first_audio_seconds"],
-            time_to_first_audio_best=ours["time_to_first_audio_best_seconds"]
-            / theirs["time_to_first_audio_best_seconds"],
-            peak_memory=ours["peak_memory_bytes"] / theirs["peak_memory_bytes"],
-        ),
+        ratios=side_ratios(ours, theirs),  # ours / transformers: above 1 is better for fps, below 1 for the others
     )
+    if "ours-int8" in results:
+        int8 = data["ours_int8"] = results["ours-int8"]
+        data["ratios"].update({f"int8_over_ours_{key}": value for key, value in side_ratios(int8, ours).items()})
+        data["accuracy"] = accuracy
+    return data
+
+
+def side_ratios(one: dict, other: dict) -> dict:
+    def ratio(key: str) -> float:
+        return one[key] / other[key]
+
+    return dict(
+        frames_per_second=ratio("frames_per_second"),
+        frames_per_second_from_median_frame=ratio("frames_per_second_from_median_frame"),
+        frames_per_second_from_fastest_frame=ratio("frames_per_second_from_fastest_frame"),
+        time_to_first_audio=ratio("time_to_first_audio_seconds"),
+        time_to_first_audio_best=ratio("time_to_first_audio_best_seconds"),
+        peak_memory=ratio("peak_memory_bytes"),
+    )
+
+
+def measure_accuracy(folder: Path, args, scratch: Path) -> dict:
+    """bench.accuracy in a child process: both models at once, away from the speed workers' memory."""
+    out = scratch / "accuracy.json"
+    command = [sys.executable, "-m", "bench.accuracy", "--checkpoint-dir", str(folder), "--device", args.device,
+               "--dtype", args.dtype, "--quantize", args.quantize, "--frames", str(args.accuracy_frames),
+               "--seed", str(args.seed), "--json", str(out)] + (["--small"] if args.small else [])  # fmt: skip
+    subprocess.run(command, cwd=REPO, check=True)
+    return json.loads(out.read_text())
 
 
 def prompt_length() -> int:
     return CONTEXT_CLIPS * (CLIP_TEXT_TOKENS + CLIP_AUDIO_FRAMES + 1) + TARGET_TEXT_TOKENS
 
 
+def gb(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.3f}"
+
+
+def print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(f"{row[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:])))
+
+
 def print_table(data: dict) -> None:
     ours, theirs, r = data["ours"], data["transformers"], data["ratios"]
-
-    def gb(nbytes: int) -> str:
-        return f"{nbytes / 1e9:.3f}"
-
     rows = [
         ("decode frames/s", f"{ours['frames_per_second']:.3f}", f"{theirs['frames_per_second']:.3f}",
          f"{r['frames_per_second']:.2f}x"),
@@ -654,27 +699,65 @@ def print_table(data: dict) -> None:
     print(f"\n{'small' if s['small'] else 'CSM-1B'} shapes, {data['device_type']} {s['dtype']}, {data['device']}, "
           f"{s['frames']} frames x {s['repeats']} repeats (medians), torch {data['torch_version']}, "
           f"transformers {data['transformers_version']}")  # fmt: skip
-    widths = [max(len(row[i]) for row in rows + [("", "ours", "transformers", "ours/transformers")]) for i in range(4)]
-    header = ("", "ours", "transformers", "ours/transformers")
-    for row in [header] + rows:
-        print(f"{row[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:])))
+    print_rows(("", "ours", "transformers", "ours/transformers"), rows)
+    if "ours_int8" in data:
+        print_int8_table(data)
+
+
+def print_int8_table(data: dict) -> None:
+    """Ours with int8 weights against ours in --dtype, same run; then the accuracy figures."""
+    int8, ours, r, dtype = data["ours_int8"], data["ours"], data["ratios"], data["settings"]["dtype"]
+
+    def row(label: str, key: str, ratio: str | None, digits: int = 3) -> tuple[str, ...]:
+        return label, f"{int8[key]:.{digits}f}", f"{ours[key]:.{digits}f}", f"{r[ratio]:.2f}x" if ratio else ""
+
+    rows = [
+        row("decode frames/s", "frames_per_second", "int8_over_ours_frames_per_second"),
+        row("decode frames/s from the median frame", "frames_per_second_from_median_frame",
+            "int8_over_ours_frames_per_second_from_median_frame"),
+        row("decode frames/s from the fastest frame", "frames_per_second_from_fastest_frame",
+            "int8_over_ours_frames_per_second_from_fastest_frame"),
+        row("real-time factor (decode)", "real_time_factor", None, 2),
+        row("prefill + 1st frame s", "prefill_seconds", None),
+        row("time to first audio s", "time_to_first_audio_seconds", "int8_over_ours_time_to_first_audio"),
+        row("time to first audio, clips already cached s", "time_to_first_audio_context_cached_seconds", None),
+        ("peak memory GB", gb(int8["peak_memory_bytes"]), gb(ours["peak_memory_bytes"]),
+         f"{r['int8_over_ours_peak_memory']:.2f}x"),
+        ("weights GB (CSM)", gb(int8["weights_bytes"]), gb(ours["weights_bytes"]),
+         f"{int8['weights_bytes'] / ours['weights_bytes']:.2f}x"),
+    ]  # fmt: skip
+    print(f"\nours with int8 weights ({dtype} activations) against ours in {dtype}, same run")
+    print_rows(("", "ours int8", f"ours {dtype}", "int8/ours"), rows)
+    a = data["accuracy"]
+    snr = a["layer_snr_db"]
+    print(f"\naccuracy of int8 against {dtype}, random weights, {a['frames']} greedy frames (bench.accuracy):")
+    print("  per-layer output SNR, dB: " + ", ".join(f"{k} {v:.1f}" for k, v in snr.items()))
+    print(f"  codebook-0 logit error: max {a['codebook0_logit_error_max']:.4f}, mean "
+          f"{a['codebook0_logit_error_mean']:.4f} (logit std {a['codebook0_logit_std']:.4f})")  # fmt: skip
+    print(f"  greedy codes equal: teacher-forced {a['teacher_forced_code_agreement']:.1%}, free-running "
+          f"{a['free_running_code_agreement']:.1%} (first differing frame: {a['free_running_first_differing_frame']})")  # fmt: skip
 
 
 def parse_args(argv=None):
+    from csm.loading import default_dtype
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="default: bfloat16 on CUDA, float32 on CPU (csm.loading's defaults)")  # fmt: skip
+                        help="default: csm.loading.default_dtype's (bfloat16 on CUDA and on CPUs with AVX-512 BF16 "
+                        "or AMX, else float32)")  # fmt: skip
     parser.add_argument("--frames", type=int, default=20, help="frames per decode run (at least 2)")
     parser.add_argument("--repeats", type=int, default=3, help="measured runs per model, after one warm-up")
     parser.add_argument("--small", action="store_true", help="tiny shapes (CI) instead of CSM-1B's")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--checkpoint-dir", type=Path, help="build the random checkpoint here, or reuse it")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quantize", choices=["int8"], help="also run ours with int8 weights, and its accuracy")
+    parser.add_argument("--accuracy-frames", type=int, default=50, help="greedy frames compared (--quantize)")
     parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--build-checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
+    args.dtype = args.dtype or str(default_dtype(torch.device(args.device))).removeprefix("torch.")
     if args.frames < 2:
         parser.error("--frames must be at least 2 (frames/s is measured after the first)")
     if args.repeats < 1:
@@ -693,8 +776,9 @@ def main(argv=None) -> None:
         started = time.perf_counter()
         ensure_checkpoint(folder, args.small, args.seed)
         print(f"checkpoint ready in {time.perf_counter() - started:.1f} s: {folder}", file=sys.stderr)
+        accuracy = measure_accuracy(folder, args, Path(scratch)) if args.quantize else None
         results, device = measure(folder, args, Path(scratch))
-    data = report(args, results, device)
+    data = report(args, results, device, accuracy)
     print_table(data)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

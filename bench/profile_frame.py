@@ -1,6 +1,7 @@
 """Where one decode frame of our CSM spends its time: backbone, depth decoder, the rest.
 
     python -m bench.profile_frame [--checkpoint-dir DIR] [--small] [--dtype float32] [--frames 8] [--ops]
+                                  [--quantize int8]
 
 Runs the real `Model.generate_frame` (prefill of bench.bench's 312-frame prompt, then one frame
 per step) with timing hooks on the backbone and decoder stacks and on each block's attention and
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.bench import FRAME_SECONDS, TEMPERATURE, TOPK, ensure_checkpoint, our_frames, prompt_parts, weight_bytes
+from csm.quantize import Int8Linear
 
 
 class StageTimer:
@@ -63,7 +65,7 @@ def load(args):
     from csm import loading
 
     checkpoint = loading.resolve_checkpoint(str(args.checkpoint_dir))
-    model = loading.load_model(checkpoint, args.device, getattr(torch, args.dtype))
+    model = loading.load_model(checkpoint, args.device, getattr(torch, args.dtype), quantize=args.quantize)
     model.setup_caches(1)
     return model
 
@@ -122,7 +124,8 @@ def profile(model, frames: int, ops: bool) -> None:
         "decoder MLP": weight_bytes(model.decoder.layers[0].mlp) * len(model.decoder.layers) * decoder_steps,
     }
     rest = total - part["backbone"] - part["decoder"]
-    print(f"\n{model.dtype}, {torch.get_num_threads()} threads, prompt {prompt_len} frames")
+    int8 = " with int8 weights" if any(isinstance(m, Int8Linear) for m in model.modules()) else ""
+    print(f"\n{model.dtype}{int8}, {torch.get_num_threads()} threads, prompt {prompt_len} frames")
     print(f"prefill + first frame: {plain_prefill:.3f} s")
     print(
         f"decode frame (median): {plain_total * 1e3:.1f} ms ({1 / plain_total:.2f} frames/s, "
@@ -159,6 +162,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", action="store_true", help="also print a torch.profiler table of one frame")
+    parser.add_argument("--quantize", choices=["int8"], help="int8 weights (csm.quantize)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="csm-profile-") as scratch:
         args.checkpoint_dir = args.checkpoint_dir or Path(scratch) / "checkpoint"

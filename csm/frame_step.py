@@ -4,16 +4,21 @@ Every step has the same shapes (one frame of `N + 1` columns, text column masked
 the whole step (backbone step, the N-1 depth-decoder steps and all the sampling) is captured once
 in a CUDA graph and replayed: one launch per frame instead of hundreds. Elsewhere, and when
 capture is switched off, the same `Model.generate_frame` runs eagerly on the same buffers.
+If capture fails (a driver, memory, a worker that does not allow it), the step logs one line and
+runs eagerly from then on: a request must never fail because an optimisation did.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 import torch
 from torch import Tensor
 
 from csm.models import Model
+
+log = logging.getLogger("csm")
 
 
 class FrameStep:
@@ -33,9 +38,26 @@ class FrameStep:
         self.graphs: OrderedDict[tuple[float, int], tuple[torch.cuda.CUDAGraph, Tensor]] = OrderedDict()
 
     def prepare(self, temperature: float, topk: int) -> None:
-        """Capture the graph for these settings if needed. It writes the caches: call before the prefill."""
+        """Capture the graph for these settings if needed. It writes the caches: call before the prefill.
+
+        The RNG state is left as it was, so a seeded generation samples the same codes whether or not
+        this call captured (or failed to capture) a graph.
+        """
         if not self.use_cuda_graph or (temperature, topk) in self.graphs:
             return
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        main_stream = torch.cuda.current_stream() if devices else None
+        with torch.random.fork_rng(devices=devices):
+            try:
+                self.graphs[(temperature, topk)] = self._capture(temperature, topk)
+            except Exception as error:  # any failure: eager is slower, but the request goes on
+                self._give_up_capture(error, main_stream)
+            finally:
+                self.model.reset_caches()  # warm-up and capture wrote them
+        if len(self.graphs) > self.MAX_GRAPHS:
+            self.graphs.popitem(last=False)
+
+    def _capture(self, temperature: float, topk: int) -> tuple[torch.cuda.CUDAGraph, Tensor]:
         model = self.model
         # Warm up on a side stream (lazy init, cuBLAS workspaces) as CUDA graph capture requires.
         stream = torch.cuda.Stream()
@@ -47,10 +69,22 @@ class FrameStep:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             output = model.generate_frame(self.tokens, self.mask, self.position, temperature, topk)
-        self.graphs[(temperature, topk)] = (graph, output)
-        if len(self.graphs) > self.MAX_GRAPHS:
-            self.graphs.popitem(last=False)
-        model.reset_caches()
+        return graph, output
+
+    def _give_up_capture(self, error: Exception, main_stream) -> None:
+        # Eager for every setting from now on: a device that failed to capture once may fail again.
+        self.use_cuda_graph = False
+        self.graphs.clear()
+        log.warning("CUDA graph capture failed (%s: %s); the decode step runs eagerly from now on",
+                    type(error).__name__, error)  # fmt: skip
+        if main_stream is not None:
+            # A capture that fails inside `torch.cuda.graph` can leave its side stream current.
+            torch.cuda.set_stream(main_stream)
+            try:
+                torch.cuda.synchronize(self.model.device)
+                torch.cuda.empty_cache()
+            except RuntimeError:  # the eager steps will raise a clearer error if the device is lost
+                pass
 
     def __call__(self, frame: Tensor, position: Tensor, temperature: float, topk: int) -> Tensor:
         self.tokens[:, 0, :-1].copy_(frame)

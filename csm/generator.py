@@ -38,6 +38,7 @@ from csm.inputs import (  # Segment and FRAME_MS: also imported from here by cal
     check_text,
 )
 from csm.models import Model
+from csm.quantize import check_quantize
 from csm.text import TextTokenizer
 
 FIRST_CHUNK_FRAMES = 2  # small first chunk: time to first audio
@@ -337,26 +338,28 @@ class Generator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading, cached: a second call for the same (repo, revision, device, dtype) is free.
+# Loading, cached: a second call for the same (repo, revision, device, dtype, quantize) is free.
 
 _generators: dict[tuple, Generator] = {}
 _generators_lock = threading.Lock()
 
 
 def load_csm_1b(device=None, repo_id: str = "sesame/csm-1b", revision: str | None = None, token: str | None = None,
-                dtype: torch.dtype | None = None) -> Generator:  # fmt: skip
+                dtype: torch.dtype | None = None, quantize: str | None = None) -> Generator:  # fmt: skip
+    """The generator for a checkpoint; `quantize="int8"` loads int8 weights (csm.loading.load_model)."""
+    quantize = check_quantize(quantize)
     device = loading.resolve_device(device)
     dtype = dtype or loading.default_dtype(device)
-    key = (str(repo_id), revision, str(device), dtype)
+    key = (str(repo_id), revision, str(device), dtype, quantize)
     with _generators_lock:
         if key not in _generators:
-            _generators[key] = _build_generator(str(repo_id), revision, token, device, dtype)
+            _generators[key] = _build_generator(str(repo_id), revision, token, device, dtype, quantize)
         return _generators[key]
 
 
-def _build_generator(repo_id, revision, token, device, dtype) -> Generator:
+def _build_generator(repo_id, revision, token, device, dtype, quantize) -> Generator:
     checkpoint = resolve_checkpoint(repo_id, revision=revision, token=token)
-    model = loading.load_model(checkpoint, device=device, dtype=dtype)
+    model = loading.load_model(checkpoint, device=device, dtype=dtype, quantize=quantize)
     tokenizer_file = checkpoint.other_file("tokenizer.json")
     tokenizer = TextTokenizer.from_pretrained(tokenizer_file.parent if tokenizer_file else repo_id, token=token)
     carried = loading.codec_weights(checkpoint)

@@ -25,7 +25,8 @@ from torch import Tensor
 # Checkpoint, CheckpointError and resolve_checkpoint are re-exported: callers load through this module.
 from csm.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint  # noqa: F401
 from csm.models import Model, ModelArgs, TransformerArgs
-from csm.packing import pack_linear_weights
+from csm.packing import cpu_computes_bf16, pack_linear_weights
+from csm.quantize import check_quantize, quantize_int8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,13 +278,30 @@ def _check_cuda(device: torch.device, available: str) -> None:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    # bf16 where the hardware is built for it; fp32 on CPU/MPS, where bf16 matmuls are slow or patchy.
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    """The dtype a model loads in when none is asked for: bf16 where the hardware computes it, else fp32.
+
+    - CUDA: bf16.
+    - CPU: bf16 if it has bf16 arithmetic in hardware (AVX-512 BF16 or AMX, `cpu_computes_bf16`),
+      1.5 to 2x faster than fp32 there (bench/RESULTS.md); fp32 elsewhere, where bf16 is emulated.
+    - MPS (and anything else): fp32, as bf16 support there is patchy.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_computes_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
-def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True) -> Model:
-    """The model on `device` in `dtype`. On the CPU, `pack_weights` pre-packs the Linears for oneDNN
-    (csm.packing.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout."""
+def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True,
+               quantize: str | None = None) -> Model:  # fmt: skip
+    """The model on `device` in `dtype` (default: `default_dtype(device)`).
+
+    `quantize="int8"`: int8 weights with one scale per output channel for the transformer Linears, the
+    projection and the audio heads (csm.quantize), made here from the float checkpoint; activations stay
+    in `dtype`. Otherwise, on the CPU, `pack_weights` pre-packs the Linears for oneDNN
+    (csm.packing.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout.
+    """
+    quantize = check_quantize(quantize)  # before any weight is read
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):
@@ -294,9 +312,11 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     state = {name: t.to(device=device, dtype=dtype, copy=True) for name, t in mapped_tensors(checkpoint, model, source)}
     del source  # unmaps the files
     model.load_state_dict(state, strict=True, assign=True)
-    del state  # the modules own the tensors now, so packing frees each original as it goes
+    del state  # the modules own the tensors now, so packing or quantizing frees each original as it goes
     model.eval().requires_grad_(False)
-    if pack_weights:
+    if quantize == "int8":
+        quantize_int8(model)
+    elif pack_weights:
         pack_linear_weights(model)
     return model
 

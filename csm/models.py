@@ -5,9 +5,8 @@ which columns are present; the embeddings of the present columns are summed into
 frame. The backbone reads frames and predicts codebook 0 of the next frame; the depth decoder
 then predicts codebooks 1..N-1 of that frame, one per step, from the projected backbone state.
 
-The public API (`Model`, `ModelArgs`, `setup_caches`, `reset_caches`, `generate_frame`) matches
-the SesameAILabs/csm reference so its scripts keep working. Weights are loaded by
-`csm.loading`; `Model.from_pretrained` is a thin front door to it.
+The public API (`Model`, `ModelArgs`, `setup_caches`, `reset_caches`, `generate_frame`) matches the
+SesameAILabs/csm reference so its scripts keep working. `csm.loading` loads weights (`from_pretrained`).
 """
 
 from __future__ import annotations
@@ -305,25 +304,24 @@ class Model(nn.Module):
         self.projection = nn.Linear(backbone.embed_dim, decoder.embed_dim, bias=False)
         self.codebook0_head = nn.Linear(backbone.embed_dim, config.audio_vocab_size, bias=False)
         self.audio_head = nn.Parameter(torch.empty(self.num_codebooks - 1, decoder.embed_dim, config.audio_vocab_size))
-        # Counts cache set-ups and resets: a caller that keeps a prompt's KV between calls (the
-        # generator) sees from it that someone has started over in the cache since.
-        self.cache_epoch = 0
+        self.cache_epoch = 0  # +1 per cache set-up or reset: tells the generator the KV it kept may be gone
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, revision=None, device=None, dtype=None, token=None) -> "Model":
-        """Load a checkpoint (Hub repo id or local folder) in the original or the transformers layout."""
+    def from_pretrained(cls, name_or_path: str, revision=None, device=None, dtype=None, token=None,
+                        quantize: str | None = None) -> "Model":  # fmt: skip
+        """Load a checkpoint (Hub repo id or local folder) in either layout; `quantize="int8"`: see csm.quantize."""
         from csm import loading
 
         checkpoint = loading.resolve_checkpoint(name_or_path, revision=revision, token=token)
-        return loading.load_model(checkpoint, device=device, dtype=dtype)
+        return loading.load_model(checkpoint, device=device, dtype=dtype, quantize=quantize)
 
     @property
     def device(self) -> torch.device:
-        return self.codebook0_head.weight.device
+        return self.text_embeddings.weight.device  # never packed or quantized, unlike the Linears
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.codebook0_head.weight.dtype
+        return self.text_embeddings.weight.dtype
 
     @property
     def max_seq_len(self) -> int:
@@ -369,7 +367,13 @@ class Model(nn.Module):
         inputs = torch.cat([backbone_last.unsqueeze(1), self.embed_codebooks(codes[:, :-1])], dim=1)
         positions = torch.arange(self.num_codebooks, device=codes.device).expand(batch, -1)
         hidden = self.decoder(self.projection(inputs), positions)[:, 1:]
-        return torch.einsum("bnd,ndv->bnv", hidden, self.audio_head)
+        return torch.stack([self.codebook_logits(hidden[:, i], i + 1) for i in range(hidden.shape[1])], dim=1)
+
+    def codebook_logits(self, hidden: Tensor, codebook: int) -> Tensor:
+        """Logits [B, V] of codebook 1..N-1 from the depth decoder's state [B, D]."""
+        if isinstance(self.audio_head, Tensor):
+            return hidden @ self.audio_head[codebook - 1]
+        return self.audio_head(hidden, codebook - 1)  # int8 heads (csm.quantize.Int8CodebookHeads)
 
     @torch.inference_mode()
     def generate_frame(
@@ -388,7 +392,7 @@ class Model(nn.Module):
         positions = torch.arange(2, device=last.device).expand(last.shape[0], -1)
         for i in range(1, self.num_codebooks):
             hidden = self.decoder(self.projection(decoder_input), positions)[:, -1]
-            code = sample_topk(hidden @ self.audio_head[i - 1], topk, temperature)
+            code = sample_topk(self.codebook_logits(hidden, i), topk, temperature)
             codes.append(code)
             decoder_input = self.embed_audio(i, code)
             positions = positions[:, -1:] + 1

@@ -6,6 +6,10 @@ that `csm.loading.load_model` applies (pack_weights=True) after the weights are 
 
 from __future__ import annotations
 
+import functools
+import re
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -34,6 +38,25 @@ class PackedLinear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)
 
 
+@functools.cache  # the CPU does not change while the process runs: ask once
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX) and this torch's oneDNN uses them."""
+    flags = _cpu_flags()
+    has_instructions = bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+    return has_instructions and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _cpu_flags() -> dict:
+    if hasattr(torch.cpu, "get_capabilities"):  # cpuinfo's view, on every OS (recent torch)
+        return dict(torch.cpu.get_capabilities())
+    try:  # older torch: Linux's view
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    found = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
+    return {flag: True for flag in found.group(1).split()} if found else {}
+
+
 def can_pack_linear(dtype: torch.dtype) -> bool:
     """Whether this build and CPU run oneDNN-packed products in `dtype` (checked on a tiny one)."""
     if not torch.backends.mkldnn.is_available() or dtype not in (torch.float32, torch.bfloat16):
@@ -55,7 +78,7 @@ def pack_linear_weights(model: Model) -> int:
     """
     if model.device.type != "cpu" or not can_pack_linear(model.dtype):
         return 0
-    # codebook0_head stays a Linear: it is small, and `device` / `dtype` read its weight.
+    # codebook0_head stays a Linear: it is small, one product per frame.
     modules = [model, *model.backbone.modules(), *model.decoder.modules()]
     slots = [
         (module, name)

@@ -1,4 +1,4 @@
-"""The benchmark (bench/bench.py) runs end to end in its small form and reports every figure.
+"""The benchmark (bench/bench.py) runs end to end in its small form, with --quantize int8, and reports every figure.
 
 Timings are not tests: nothing here asserts on speed, only that the run completes, counts the
 frames it was asked for, and writes every field as a positive number.
@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from csm.loading import default_dtype
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 3
-SIDES = ("ours", "transformers")
+SIDES = ("ours", "transformers", "ours_int8")
 POSITIVE_FIGURES = (
     "frames_per_second", "frames_per_second_from_median_frame", "median_frame_seconds",
     "frames_per_second_from_fastest_frame", "fastest_frame_seconds", "real_time_factor",
@@ -27,11 +30,11 @@ POSITIVE_FIGURES = (
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     command = [sys.executable, "-m", "bench.bench", "--small", "--device", "cpu", "--frames", str(FRAMES),
-               "--repeats", "1", "--json", str(out)]  # fmt: skip
-    # The timeout only guards against a hang; the run takes ~10-20 s on 2 CPU cores.
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+               "--repeats", "1", "--quantize", "int8", "--json", str(out)]  # fmt: skip
+    # The timeout only guards against a hang; the run takes ~30 s on 2 CPU cores.
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, f"the benchmark failed:\n{done.stderr[-4000:]}"
-    assert "decode frames/s" in done.stdout  # the table was printed
+    assert "decode frames/s" in done.stdout and "ours int8" in done.stdout  # the tables were printed
     return json.loads(out.read_text())
 
 
@@ -39,11 +42,12 @@ def report(tmp_path_factory) -> dict:
 def test_report_describes_the_run(report):
     assert report["device_type"] == "cpu" and report["device"]
     assert report["date"] and report["torch_version"] and report["transformers_version"]
-    assert "--small" in report["command"]
+    assert "--small" in report["command"] and "--quantize int8" in report["command"]
     settings = report["settings"]
     assert settings["frames"] == FRAMES and settings["repeats"] == 1 and settings["small"] is True
-    assert settings["dtype"] == "float32" and settings["batch_size"] == 1
-    assert settings["prompt_frames"] == 312
+    assert settings["dtype"] == str(default_dtype(torch.device("cpu"))).removeprefix("torch.")  # csm's default
+    assert settings["batch_size"] == 1
+    assert settings["prompt_frames"] == 312 and settings["quantize"] == "int8"
     for side in SIDES:
         assert report[side]["threads"] >= 1
 
@@ -66,8 +70,9 @@ def test_every_figure_is_positive_and_frames_are_counted(report, side):
 
 
 @pytest.mark.slow
-def test_ours_also_reports_first_audio_with_the_context_clips_already_cached(report):
-    ours = report["ours"]
+@pytest.mark.parametrize("side", ["ours", "ours_int8"])
+def test_ours_also_reports_first_audio_with_the_context_clips_already_cached(report, side):
+    ours = report[side]
     assert ours["time_to_first_audio_context_cached_seconds"] > 0
     cached = ours["runs"]["first_audio_context_cached"]
     assert [r["frames"] for r in cached] == [2] and all(r["audio_samples"] == 2 * 1920 for r in cached)
@@ -77,8 +82,10 @@ def test_ours_also_reports_first_audio_with_the_context_clips_already_cached(rep
 def test_both_sides_run_the_same_weights_and_ratios_are_reported(report):
     ours, theirs = report["ours"], report["transformers"]
     assert ours["weights_bytes"] == theirs["weights_bytes"]
-    assert ours["codec_weights_bytes"] == theirs["codec_weights_bytes"]
-    assert set(report["ratios"]) == {
+    # Our Mimi stays in fp32 whatever the model's dtype; transformers casts it with the model.
+    fp32_over_theirs = 1 if report["settings"]["dtype"] == "float32" else 2
+    assert ours["codec_weights_bytes"] == fp32_over_theirs * theirs["codec_weights_bytes"]
+    ratios = {
         "frames_per_second",
         "frames_per_second_from_median_frame",
         "frames_per_second_from_fastest_frame",
@@ -86,7 +93,27 @@ def test_both_sides_run_the_same_weights_and_ratios_are_reported(report):
         "time_to_first_audio_best",
         "peak_memory",
     }
+    assert set(report["ratios"]) == ratios | {f"int8_over_ours_{name}" for name in ratios}
     assert report["ratios"]["frames_per_second"] == pytest.approx(
         ours["frames_per_second"] / theirs["frames_per_second"]
     )
+    assert report["ratios"]["int8_over_ours_frames_per_second"] == pytest.approx(
+        report["ours_int8"]["frames_per_second"] / ours["frames_per_second"]
+    )
+    assert report["ratios"]["int8_over_ours_peak_memory"] == pytest.approx(
+        report["ours_int8"]["peak_memory_bytes"] / ours["peak_memory_bytes"]
+    )
     assert all(v > 0 for v in report["ratios"].values())
+
+
+def test_int8_weights_are_smaller_and_its_accuracy_is_reported(report):
+    int8, ours = report["ours_int8"], report["ours"]
+    assert int8["weights_bytes"] < ours["weights_bytes"] and int8["codec_weights_bytes"] == ours["codec_weights_bytes"]
+    accuracy = report["accuracy"]
+    assert accuracy["frames"] == 50 and accuracy["quantize"] == "int8"
+    assert accuracy["dtype"] == report["settings"]["dtype"]
+    assert len(accuracy["layer_snr_db"]) == 2 + 2  # every block of the small shapes' two stacks
+    assert all(snr > 20 for snr in accuracy["layer_snr_db"].values())
+    assert 0 < accuracy["codebook0_logit_error_mean"] <= accuracy["codebook0_logit_error_max"]
+    assert 0 <= accuracy["free_running_code_agreement"] <= 1
+    assert 0.5 < accuracy["teacher_forced_code_agreement"] <= 1

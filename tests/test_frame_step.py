@@ -1,5 +1,8 @@
 """The generator's frame loop (static decode step, CUDA graph on CUDA) equals the plain reference loop."""
 
+import contextlib
+import logging
+
 import pytest
 import torch
 
@@ -54,3 +57,46 @@ def test_cuda_graph_step_equals_eager_step_when_sampling():
     frame = torch.randint(1, 2000, (1, model.num_codebooks), device="cuda")
     position = torch.tensor([[5]], device="cuda")
     assert torch.equal(graphed(frame, position, 0.9, 1), eager(frame, position, 0.9, 1))
+
+
+class FakeStream:
+    """Stands in for a CUDA stream on the CPU, so that the warm-up before the capture really runs."""
+
+    def wait_stream(self, other) -> None:
+        pass
+
+
+def fail_capture(*args, **kwargs):
+    raise RuntimeError("operation not permitted when stream is capturing")
+
+
+@pytest.mark.parametrize("where", ["warm-up", "capture"])
+def test_failed_capture_falls_back_to_eager_with_one_log_line(where, monkeypatch, caplog):
+    """A capture that fails, before or after the warm-up wrote the caches and drew random numbers, costs speed only."""
+    generator = load_csm_1b(device="cpu", repo_id=str(tiny_checkpoint_dir()), dtype=torch.float32)
+    t = torch.arange(24_000) / 24_000
+    context = [Segment(0, "a context turn", 0.3 * torch.sin(2 * torch.pi * 220 * t))]
+
+    def sampled_codes() -> torch.Tensor:
+        generator.generate("Fall back.", 1, context, max_audio_length_ms=1600, temperature=0.9, topk=50, seed=3)
+        return generator.last_generation.codes
+
+    eager = sampled_codes()
+    if where == "warm-up":
+        monkeypatch.setattr(torch.cuda, "Stream", fail_capture)
+    else:
+        monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+        monkeypatch.setattr(torch.cuda, "current_stream", FakeStream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", fail_capture)
+    forced = FrameStep(generator.model, use_cuda_graph=True)  # as on CUDA: capture in prepare()
+    monkeypatch.setattr(generator, "frame_step", forced)
+    with caplog.at_level(logging.WARNING, logger="csm"):
+        fallen_back = sampled_codes()
+        again = sampled_codes()  # no second attempt, no second line
+    assert torch.equal(fallen_back, eager) and torch.equal(again, eager)
+    assert eager.shape[1] > 4
+    assert not forced.use_cuda_graph and not forced.graphs
+    lines = [r for r in caplog.records if r.name == "csm"]
+    assert len(lines) == 1 and "CUDA graph capture failed" in lines[0].getMessage()
+    assert "runs eagerly" in lines[0].getMessage()

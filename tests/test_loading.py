@@ -1,6 +1,7 @@
 """Checkpoint loading: dtypes, and a clear CheckpointError for every way a checkpoint can be wrong."""
 
 import json
+from types import MappingProxyType
 
 import httpx2
 import pytest
@@ -8,7 +9,16 @@ import torch
 from huggingface_hub import errors as hub_errors
 from safetensors.torch import load_file, save_file
 
-from csm.loading import CheckpointError, DeviceError, codec_weights, load_model, resolve_checkpoint, resolve_device
+from csm.loading import (
+    CheckpointError,
+    DeviceError,
+    codec_weights,
+    cpu_computes_bf16,
+    default_dtype,
+    load_model,
+    resolve_checkpoint,
+    resolve_device,
+)
 from csm.models import Model
 from tests.oracle import save_original_layout, save_transformers_layout
 
@@ -196,3 +206,51 @@ def test_loading_onto_a_missing_device_fails_before_reading_weights(cpu_only, hf
         Model.from_pretrained(str(hf_folder), device="cuda")
     with pytest.raises(DeviceError, match="unknown device 'gpu'"):
         load_csm_1b(device="gpu", repo_id=str(hf_folder))
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch):
+    """Set what the CPU reports (`torch.cpu.get_capabilities`); the rule is computed afresh, then forgotten."""
+
+    def report(**flags):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: MappingProxyType(flags), raising=False)
+        cpu_computes_bf16.cache_clear()
+
+    yield report
+    cpu_computes_bf16.cache_clear()
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this torch has no oneDNN bf16")
+@pytest.mark.parametrize(
+    "flags, cpu_dtype",
+    [
+        (dict(avx512_f=True, avx512_bf16=True), torch.bfloat16),
+        (dict(amx_tile=True, amx_bf16=True, avx512_bf16=False), torch.bfloat16),
+        (dict(avx512_f=True, avx512_bf16=False, amx_bf16=False), torch.float32),  # bf16 would be emulated
+        (dict(avx2=True), torch.float32),
+        (dict(architecture="arm64", neon=True), torch.float32),
+    ],
+)
+def test_cpu_default_dtype_is_bf16_where_the_cpu_computes_it(cpu_flags, flags, cpu_dtype):
+    cpu_flags(**flags)
+    assert default_dtype(torch.device("cpu")) == cpu_dtype
+    assert default_dtype(torch.device("cuda")) == torch.bfloat16
+    assert default_dtype(torch.device("mps")) == torch.float32
+
+
+def test_cpu_default_dtype_needs_onednn_bf16_too(cpu_flags, monkeypatch):
+    cpu_flags(avx512_bf16=True, amx_bf16=True)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert default_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_cpu_capability_is_read_once(cpu_flags, monkeypatch):
+    cpu_flags(avx512_bf16=False)
+    first = default_dtype(torch.device("cpu"))
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: pytest.fail("asked again"), raising=False)
+    assert default_dtype(torch.device("cpu")) == first == torch.float32
+
+
+def test_loading_without_a_dtype_uses_the_default(hf_folder):
+    model = Model.from_pretrained(str(hf_folder), device="cpu")
+    assert model.dtype == default_dtype(torch.device("cpu"))

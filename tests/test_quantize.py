@@ -1,0 +1,174 @@
+"""int8 weight-only quantization (csm.quantize): bounded error, both checkpoint layouts, greedy codes that agree."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from bench.accuracy import compare
+from csm.generator import load_csm_1b
+from csm.loading import load_model, resolve_checkpoint
+from csm.models import Model
+from csm.quantize import Int8CodebookHeads, Int8Linear, has_int8_kernel, quantize_int8, quantize_per_channel
+from csm.tiny import tiny_checkpoint_dir
+from tests.oracle import build_oracle, our_frames, save_original_layout, save_transformers_layout
+from tests.test_model_oracle import prompt_parts
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return build_oracle("gqa-llama3", seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return resolve_checkpoint(str(tiny_checkpoint_dir()))
+
+
+def linears_per_model(model: Model) -> int:
+    """qkv, o, gate_up and down per layer, the projection and codebook0_head."""
+    return 4 * (len(model.backbone.layers) + len(model.decoder.layers)) + 2
+
+
+def test_each_weight_is_within_half_a_step():
+    weight = torch.randn(64, 48) * torch.logspace(-3, 1, 64)[:, None]  # rows of very different sizes
+    weight[5] = 0  # an all-zero row must not divide by zero
+    ints, scales = quantize_per_channel(weight, torch.bfloat16)
+    assert ints.dtype == torch.int8 and scales.dtype == torch.bfloat16 and ints.abs().max() <= 127
+    error = (ints.float() * scales.float()[:, None] - weight).abs()
+    assert (error <= scales.float()[:, None] / 2 * (1 + 1e-6)).all()
+    assert torch.equal(ints[5], torch.zeros_like(ints[5]))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows", [1, 2, 300])  # decode steps use the int8 kernel, a prefill's many rows do not
+def test_int8_linear_error_is_within_its_bound(dtype, rows):
+    """|y_int8 - y| <= sum_k |x_k| * scale_j / 2 (half a step per weight) plus the rounding of bf16 products.
+
+    The second term: activations rounded to bf16 for the product (2^-9 relative) and bf16 outputs
+    (2^-9), bounded loosely by 2^-7 * (sum_k |x_k w_jk| + |y_j|).
+    """
+    torch.manual_seed(0)
+    weight = torch.randn(80, 64) / 8
+    x = torch.randn(rows, 64)
+    linear = Int8Linear(weight.to(dtype))
+    got = linear(x.to(dtype)).float()
+    exact = x @ weight.to(dtype).float().T
+    step_term = x.abs().sum(-1, keepdim=True) * linear.scales.float() / 2
+    rounding = 2**-7 * ((x.abs() @ weight.abs().T) + exact.abs())
+    assert ((got - exact).abs() <= step_term + rounding).all()
+    # Typically far less: rounding errors are independent and uniform within half a step, so the
+    # error of output j has a standard deviation of |x| * scale_j / sqrt(12) (measured 1.0 to 1.1x that).
+    expected_rms = (x.pow(2).sum(-1, keepdim=True) * linear.scales.float().pow(2) / 12).mean().sqrt()
+    assert (got - exact).pow(2).mean().sqrt() <= 1.5 * expected_rms
+    assert linear(x.to(dtype)).dtype == dtype
+
+
+def test_input_widths_the_kernel_cannot_take_use_the_plain_product():
+    """torch's CPU bf16 int8 kernel crashes on input widths that are not a multiple of 16."""
+    linear = Int8Linear(torch.randn(8, 24, dtype=torch.bfloat16))
+    assert not linear.use_kernel
+    assert linear(torch.randn(1, 24, dtype=torch.bfloat16)).shape == (1, 8)
+    assert Int8Linear(torch.randn(8, 32, dtype=torch.bfloat16)).use_kernel == has_int8_kernel(
+        torch.device("cpu"), torch.bfloat16
+    )
+
+
+def test_quantize_swaps_every_linear_and_the_audio_heads(tiny):
+    model = load_model(tiny, device="cpu", dtype=torch.bfloat16, quantize="int8")
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == linears_per_model(model) + model.num_codebooks - 1
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert isinstance(model.audio_head, Int8CodebookHeads) and "audio_head" not in dict(model.named_parameters())
+    assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
+    # What stays float: the embeddings and the norms.
+    assert {name.split(".")[-2] for name, _ in model.named_parameters()} <= {
+        "text_embeddings", "audio_embeddings", "attn_norm", "mlp_norm", "norm",
+    }  # fmt: skip
+    assert quantize_int8(model) == 0  # nothing left to swap
+
+
+def test_invalid_quantize_is_a_clear_value_error_before_any_weight_is_read(tiny, monkeypatch):
+    monkeypatch.setattr("csm.loading.TensorSource", lambda *a: pytest.fail("weights were read"))
+    for bad in ("int4", "INT8", 8, True):
+        with pytest.raises(ValueError, match=r"quantize must be None or one of \['int8'\], got"):
+            load_model(tiny, device="cpu", quantize=bad)
+    with pytest.raises(ValueError, match="quantize must be"):
+        load_csm_1b(device="cpu", repo_id=str(tiny_checkpoint_dir()), quantize="fp8")
+    with pytest.raises(ValueError, match="quantize must be"):
+        Model.from_pretrained(str(tiny_checkpoint_dir()), device="cpu", quantize="nf4")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int8_stays_close_to_float_on_the_tiny_model(tiny, dtype):
+    """int8 against the same model in `dtype`, over bench.bench's 312-frame prompt and 24 greedy frames.
+
+    Bounds, about 2x what is measured, so that a real regression (a wrong scale, a transposed head)
+    fails and rounding does not: each weight is off by at most half a step (1/254 of its row's
+    largest), noise that partly cancels in each sum, so every block keeps an SNR above 30 dB
+    (measured 40 to 53); the codebook-0 logits move by at most 12 % of their standard deviation
+    (measured 4 to 7 %; bf16 against fp32 alone moves them 3 %), 2 % on average; and at least 90 %
+    of greedy codes, decided one at a time on the same history, are the same (measured 97 %).
+    """
+    reference = load_model(tiny, device="cpu", dtype=dtype)
+    quantized = load_model(tiny, device="cpu", dtype=dtype, quantize="int8")
+    from bench.bench import our_frames as bench_frames
+    from bench.bench import prompt_parts as bench_prompt
+
+    n = reference.num_codebooks
+    tokens, mask = bench_frames(bench_prompt(n, reference.config.text_vocab_size, 0), n)
+    figures = compare(reference, quantized, tokens, mask, count=24)
+    assert min(figures["layer_snr_db"].values()) > 30
+    std = figures["codebook0_logit_std"]
+    assert figures["codebook0_logit_error_max"] <= 0.12 * std
+    assert figures["codebook0_logit_error_mean"] <= 0.02 * std
+    assert figures["teacher_forced_code_agreement"] >= 0.9
+
+
+def test_quantized_model_loads_identically_from_both_layouts(oracle, tmp_path):
+    loaded = [
+        load_model(resolve_checkpoint(str(folder)), device="cpu", dtype=torch.bfloat16, quantize="int8")
+        for folder in (
+            save_transformers_layout(oracle, tmp_path / "hf"),
+            save_original_layout(oracle, tmp_path / "orig"),
+        )
+    ]
+    transformers_layout, original_layout = (model.state_dict() for model in loaded)
+    assert transformers_layout.keys() == original_layout.keys()
+    assert any(t.dtype == torch.int8 for t in transformers_layout.values())
+    for key, tensor in transformers_layout.items():
+        assert torch.equal(tensor, original_layout[key]), key
+    n = loaded[0].num_codebooks
+    tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=4), n)
+    frames = []
+    for model in loaded:
+        model.setup_caches(1)
+        frames.append(model.generate_frame(tokens, mask, torch.arange(tokens.shape[1])[None], 1.0, topk=1))
+    assert torch.equal(frames[0], frames[1])
+
+
+def test_generator_runs_int8_and_caches_it_apart(tiny):
+    repo = str(tiny_checkpoint_dir())
+    generator = load_csm_1b(device="cpu", repo_id=repo, quantize="int8")
+    assert load_csm_1b(device="cpu", repo_id=repo, quantize="int8") is generator
+    assert load_csm_1b(device="cpu", repo_id=repo) is not generator
+    assert isinstance(generator.model.audio_head, Int8CodebookHeads)
+    audio = generator.generate("Quantized.", 0, [], max_audio_length_ms=800, seed=1)
+    assert audio.numel() > 0 and torch.isfinite(audio).all()
+
+
+def test_the_cpu_conversion_buffer_is_reused_and_exact():
+    from csm.quantize import converted
+
+    large, small = (torch.randint(-127, 128, shape, dtype=torch.int8) for shape in ((64, 48), (16, 8)))
+    with torch.inference_mode():  # made in a prefill, written again outside inference mode
+        first = converted(large, torch.bfloat16)
+    assert torch.equal(first.float(), large.float())
+    second = converted(small, torch.bfloat16)
+    assert torch.equal(second.float(), small.float()) and second.data_ptr() == first.data_ptr()
+
+
+def test_quantizing_leaves_the_float_weight_as_it_was():
+    weight = torch.randn(32, 16)
+    before = weight.clone()
+    quantize_per_channel(weight, torch.float32)
+    quantize_per_channel(weight.T, torch.float32)  # transposed, as the audio heads are
+    assert torch.equal(weight, before)
