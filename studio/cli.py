@@ -23,8 +23,11 @@ def option_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=env("CSM_STUDIO_DEVICE") or None,
                         help="cuda, mps or cpu (default: $CSM_STUDIO_DEVICE or the best available)")  # fmt: skip
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=env("CSM_STUDIO_DTYPE") or "auto",
-                        help="model precision (default: $CSM_STUDIO_DTYPE or auto: bfloat16 on CUDA, float32 "
-                        "elsewhere; bfloat16 also speeds up CPUs with AVX-512 BF16 or AMX)")  # fmt: skip
+                        help="model precision (default: $CSM_STUDIO_DTYPE or auto: bfloat16 on CUDA and on CPUs "
+                        "with AVX-512 BF16 or AMX, float32 elsewhere)")  # fmt: skip
+    parser.add_argument("--quantize", choices=["none", "int8"], default=env("CSM_STUDIO_QUANTIZE") or "none",
+                        help="int8: int8 weights (less memory and faster on a CPU; speech quality not yet "
+                        "judged by ear, see bench/RESULTS.md) (default: $CSM_STUDIO_QUANTIZE or none)")  # fmt: skip
     parser.add_argument("--host", default=None, help="address to listen on (default: gradio's, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860 or the next free one)")
     parser.add_argument("--queue-size", type=int, default=int(env("CSM_STUDIO_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)),
@@ -71,7 +74,8 @@ def start_studio(args: argparse.Namespace) -> Studio:
     from csm.hub import go_offline_if_unreachable
 
     studio = Studio(args.model, device=args.device, dtype=DTYPES[args.dtype], watermark=not args.no_watermark,
-                    watermark_message=watermark_message(args.watermark_message))  # fmt: skip
+                    watermark_message=watermark_message(args.watermark_message),
+                    quantize=None if args.quantize == "none" else args.quantize)  # fmt: skip
     if not studio.is_tiny:
         go_offline_if_unreachable()
         studio.presets.fetch_hub_prompts()  # in the background: start-up is not delayed

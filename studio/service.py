@@ -59,13 +59,13 @@ class Studio:
     """The model (loaded once, at start-up) and how requests become jobs and files."""
 
     def __init__(self, model=DEFAULT_MODEL, device=None, presets: PresetLibrary | None = None, dtype=None,
-                 watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE):  # fmt: skip
-        self.model_name = model
+                 watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE, quantize=None):  # fmt: skip
+        self.model_name, self.quantize = model, quantize
         self.watermark, self.watermark_message = watermark, watermark_message
         self.watermark_key: dict | None = None  # load_watermarker's arguments, once it has loaded
         self.watermark_error: str | None = None  # why it could not: generation is then off
         self.device = device
-        self.dtype = dtype  # None: bf16 on CUDA, fp32 elsewhere
+        self.dtype = dtype  # None: csm.loading.default_dtype (bf16 where the hardware computes it)
         self.presets = presets or PresetLibrary()
         self.generator: Generator | None = None
         self.load_error: str | None = None
@@ -84,7 +84,7 @@ class Studio:
                 from csm.tiny import tiny_checkpoint_dir
 
                 repo_id = str(tiny_checkpoint_dir())
-            self.model_key = {"repo_id": repo_id, "device": self.device, "dtype": self.dtype}
+            self.model_key = {"repo_id": repo_id, "device": self.device, "dtype": self.dtype, "quantize": self.quantize}
             started = time.perf_counter()
             self.generator = load_csm_1b(**self.model_key)
             log.info("Loaded %s in %.1f s", self.description, time.perf_counter() - started)

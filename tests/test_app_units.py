@@ -228,3 +228,19 @@ def test_a_clip_too_long_for_the_window_is_refused_before_generating(tiny_genera
         studio.build_job([Line(0, "Hi")], [], [clip(170, "context turn 1")], Settings(max_seconds=10))
     job = studio.build_job([Line(0, "Hi")], [], [clip(140, "context turn 1")], Settings(max_seconds=10, seed=3))
     assert job.seed == 3
+
+
+def test_int8_weights_are_one_option_away(monkeypatch):
+    from csm.quantize import Int8Linear
+
+    assert cli.parse_args([]).quantize == "none"
+    monkeypatch.setenv("CSM_STUDIO_QUANTIZE", "int8")
+    assert cli.parse_args([]).quantize == "int8"
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--quantize", "int4"])
+    studio = Studio(TINY_MODEL, device="cpu", quantize="int8").load()
+    assert studio.load_error is None and studio.model_key["quantize"] == "int8"
+    assert any(isinstance(m, Int8Linear) for m in studio.generator.model.modules())
+    job = studio.build_job([Line(0, "Hi.")], [], [], Settings(max_seconds=0.5, seed=1))
+    *_, result = studio.run(job)
+    assert result.turns[0].frames > 0
