@@ -151,9 +151,13 @@ def test_detect_says_whether_a_clip_carries_the_watermark(tiny_client):
     assert set(result) == {"verdict", "probability", "message"}
     assert result["verdict"] in ("made by this app", "another message", "none found")
     assert 0 <= result["probability"] <= 1
-    with pytest.raises(AppError, match="is silent"):
-        tiny_client.predict(audio=handle_file(str(write_clip("quiet.wav", np.zeros(RATE, np.float32)))),
-                            api_name="/detect")  # fmt: skip
+    silent = tiny_client.predict(audio=handle_file(str(write_clip("quiet.wav", np.zeros(RATE, np.float32)))),
+                                 api_name="/detect")  # fmt: skip
+    assert silent["verdict"] == "none found" and silent["message"] is None  # any clip is read, silent ones too
+    with pytest.raises(AppError, match="cannot be read as audio"):
+        corrupt = ARTIFACTS / "inputs" / "not-audio.wav"
+        corrupt.write_bytes(b"not audio at all")
+        tiny_client.predict(audio=handle_file(str(corrupt)), api_name="/detect")
 
 
 # -- bad input: a clear message, and the server keeps serving ------------------------------------
