@@ -369,7 +369,8 @@ def _build_generator(repo_id, revision, token, device, dtype, quantize) -> Gener
                            codec_state_dict=codec_state)  # fmt: skip
     else:
         codec = load_codec("kyutai/mimi", model.num_codebooks, device=device, token=token)
-    return Generator(model, tokenizer, codec, description=_describe(checkpoint))
+    weights = ", int8 weights" if quantize else ""  # shown wherever the model is named (the app's reports)
+    return Generator(model, tokenizer, codec, description=_describe(checkpoint) + weights)
 
 
 def _describe(checkpoint: Checkpoint) -> str:
