@@ -74,7 +74,7 @@ def start_studio(args: argparse.Namespace) -> Studio:
     from csm.hub import go_offline_if_unreachable
 
     studio = Studio(args.model, device=args.device, dtype=DTYPES[args.dtype], watermark=not args.no_watermark,
-                    watermark_message=watermark_message(args.watermark_message),
+                    watermark_message=args.watermark_message,
                     quantize=None if args.quantize == "none" else args.quantize)  # fmt: skip
     if not studio.is_tiny:
         go_offline_if_unreachable()

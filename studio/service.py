@@ -112,6 +112,11 @@ class Studio:
             self.watermark_error = f"{type(e).__name__}: {str(e)[:300]}"
 
     @property
+    def shown_model_name(self) -> str:
+        """The model as users see it named: a local folder by its name, not its server path."""
+        return without_server_paths(self.model_name, self.model_name)
+
+    @property
     def can_generate(self) -> bool:
         return self.generator is not None and self.watermark_error is None
 
@@ -119,7 +124,7 @@ class Studio:
     def description(self) -> str:
         if self.generator is not None:
             return f"{self.generator.description} on {self.generator.device}"
-        return f"{without_server_paths(self.model_name, self.model_name)} (not loaded)"
+        return f"{self.shown_model_name} (not loaded)"
 
     def clip_room_seconds(self, max_seconds: float = DEFAULT_MAX_SECONDS) -> float:
         """About how long one context clip may be next to a reply of `max_seconds` (the window is ~164 s)."""
@@ -145,7 +150,7 @@ class Studio:
             )
             return (
                 f"### ⛔ The model could not be loaded, so generation is switched off\n"
-                f"**{without_server_paths(self.model_name, self.model_name)}**: {self.load_error}\n\n{fix} "
+                f"**{self.shown_model_name}**: {self.load_error}\n\n{fix} "
                 "To try the interface without the model, run `python app.py --model tiny`."
             ), "error"
         off = "" if self.watermark else "\n\nThe watermark is off (`--no-watermark`): for local research use only."

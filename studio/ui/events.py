@@ -70,22 +70,20 @@ class Page:
 
         demo.load(refresh, [self.shown, *speakers], card_views + speakers, **UI_ONLY)
 
+        def names(count, *values):
+            """`values`: every card's voice, then the speaker pickers' choices."""
+            return self.speaker_updates(count, list(values[:MAX_CARDS]), list(values[MAX_CARDS:]))
+
         def change_count(step, count, *values):
             count = min(max(count + step, 1), MAX_CARDS)
             shown = [gr.update(visible=card.speaker < count) for card in cards]
             buttons = [gr.update(visible=count < MAX_CARDS), gr.update(visible=count > SHOWN_CARDS)]
-            return [
-                count,
-                *shown,
-                *buttons,
-                *self.speaker_updates(count, list(values[:MAX_CARDS]), list(values[MAX_CARDS:])),
-            ]
+            return [count, *shown, *buttons, *names(count, *values)]
 
         outputs = [self.shown, *(card.column for card in cards), self.add_speaker, self.remove_speaker, *speakers]
         for button, step in ((self.add_speaker, +1), (self.remove_speaker, -1)):
             button.click(lambda *v, step=step: change_count(step, *v), [self.shown, *self.pickers, *speakers],
                          outputs, **UI_ONLY)  # fmt: skip
-        names = lambda count, *v: self.speaker_updates(count, list(v[:MAX_CARDS]), list(v[MAX_CARDS:]))  # noqa: E731
         for card in cards:
             card.picker.change(lambda choice: voice_views(presets, choice), card.picker, card.views, **UI_ONLY)
             card.picker.change(names, [self.shown, *self.pickers, *speakers], speakers, **UI_ONLY)
