@@ -71,19 +71,25 @@ class PresetLibrary:
         return thread
 
     def _fetch_hub_prompts(self) -> None:
-        found = []
+        found, missing = [], []
         for spec in self._hub_specs:
             try:  # offline (HF_HUB_OFFLINE, or found unreachable at start): cached files only
-                cached = download(spec["repo_id"], spec["file"])
-                # A 24 kHz mono copy in the temp dir: smaller to preview, and gradio may serve it.
-                samples, rate = load_audio(cached)
-                local = OUTPUT_DIR / "presets" / f"{spec['id']}.wav"
-                local.parent.mkdir(parents=True, exist_ok=True)
-                save_wav(local, to_mono(samples, rate, SAMPLE_RATE), SAMPLE_RATE)
-            except Exception as e:  # offline, gated without a token, moved: the shipped voices will do
-                log.info("Official prompt voices unavailable (%s); offering the shipped ones.", type(e).__name__)
-                return
-            found.append(Preset(spec["id"], spec["name"], local, spec["transcript"], official=True))
+                found.append(self._fetch_hub_prompt(spec))
+            except Exception as e:  # offline, gated without a token, moved: the others (and the shipped) will do
+                missing.append(f"{spec['id']} ({type(e).__name__})")
         with self._lock:
             self._hub = found
-        log.info("Official prompt voices available: %s", ", ".join(p.id for p in found))
+        if missing:
+            log.info("Official prompt voices unavailable: %s; offering the shipped ones.", ", ".join(missing))
+        if found:
+            log.info("Official prompt voices available: %s", ", ".join(p.id for p in found))
+
+    @staticmethod
+    def _fetch_hub_prompt(spec: dict) -> Preset:
+        cached = download(spec["repo_id"], spec["file"])
+        # A 24 kHz mono copy in the temp dir: smaller to preview, and gradio may serve it.
+        samples, rate = load_audio(cached)
+        local = OUTPUT_DIR / "presets" / f"{spec['id']}.wav"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        save_wav(local, to_mono(samples, rate, SAMPLE_RATE), SAMPLE_RATE)
+        return Preset(spec["id"], spec["name"], local, spec["transcript"], official=True)

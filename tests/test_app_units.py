@@ -42,10 +42,41 @@ def test_presets_have_distinct_voices_and_say_they_are_synthetic():
     assert "SYNTHETIC STAND-INS" in MANIFEST["about"]
     library = PresetLibrary()
     assert [p.id for p in library.all()] == [p["id"] for p in MANIFEST["presets"]]  # nothing fetched yet
-    assert [p["file"] for p in MANIFEST["hub_prompts"]] == [
-        "prompts/conversational_a.wav",
-        "prompts/conversational_b.wav",
-    ]
+    official = ["conversational_a", "conversational_b", *(f"read_speech_{x}" for x in "abcd")]
+    assert [p["file"] for p in MANIFEST["hub_prompts"]] == [f"prompts/{name}.wav" for name in official]
+    assert all(len(p["transcript"].split()) >= 15 for p in MANIFEST["hub_prompts"])
+
+
+def test_all_six_official_prompts_are_offered_first_when_the_hub_has_them(monkeypatch, tmp_path):
+    """The Hub is faked with one clip per file name (at 44.1 kHz stereo, to be made 24 kHz mono); one
+    missing file leaves the other five offered."""
+    import huggingface_hub
+
+    fetched = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        if filename.endswith("read_speech_d.wav") and "missing" in fetched:
+            raise huggingface_hub.errors.EntryNotFoundError("gone")
+        fetched.append(filename)
+        path = tmp_path / filename.replace("/", "_")
+        sf.write(path, np.full((44_100, 2), 0.1 * (len(fetched)), np.float32), 44_100)
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    library = PresetLibrary()
+    library.fetch_hub_prompts().join(timeout=30)
+    offered = library.all()
+    assert [p.id for p in offered[:6]] == [spec["id"] for spec in MANIFEST["hub_prompts"]]
+    assert [p.transcript for p in offered[:6]] == [spec["transcript"] for spec in MANIFEST["hub_prompts"]]
+    assert all(p.official for p in offered[:6]) and not any(p.official for p in offered[6:])
+    info = sf.info(offered[5].path)
+    assert (info.samplerate, info.channels) == (24_000, 1) and abs(info.duration - 1.0) < 0.01
+    assert library.audio(offered[5]).abs().median() == pytest.approx(0.6, abs=0.01)  # the sixth file's level
+
+    fetched[:] = ["missing"]
+    library = PresetLibrary()
+    library.fetch_hub_prompts().join(timeout=30)
+    assert [p.id for p in library.all() if p.official] == [spec["id"] for spec in MANIFEST["hub_prompts"][:5]]
 
 
 def test_the_hub_prompts_are_not_waited_for_and_offline_leaves_the_shipped_voices(monkeypatch):
