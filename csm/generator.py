@@ -59,6 +59,8 @@ class ContextPlan:
 
     dropped: list[int]
     prompt_frames: int
+    context_frames: list[int] = field(default_factory=list)  # each context segment's frames, kept or not
+    target_frames: int = 0  # the text to speak
 
 
 @dataclass
@@ -208,7 +210,7 @@ class Generator:
         sizes = [self.segment_frames(segment) for segment in context]
         dropped = self.fit_context(target_frames, sizes, int(max_audio_length_ms // FRAME_MS), pinned)
         kept = sum(n for i, n in enumerate(sizes) if i not in dropped)
-        return ContextPlan(dropped=dropped, prompt_frames=kept + target_frames)
+        return ContextPlan(dropped, kept + target_frames, sizes, target_frames)
 
     # -- generation -------------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class TurnReport:
     dropped_context: list[str] = field(default_factory=list)
     generation_s: float = 0.0
     reused_context_frames: int = 0  # context the model still held from the request before: not recomputed
+    prompt_frames: int = 0  # the prompt as fitted into the window: the context kept, and the text
     voice: str | None = None
     stopped: bool = False  # cut short by the user's Stop: the audio ends mid-turn
 
@@ -95,7 +96,7 @@ def with_context(report: TurnReport, info, history: list[ContextClip], hide_reus
     """The report with what fitting the prompt did: the context left out, and the context reused."""
     dropped = [history[i].label for i in info.dropped_context]
     reused = 0 if hide_reuse else info.reused_prompt_frames
-    return replace(report, dropped_context=dropped, reused_context_frames=reused)
+    return replace(report, dropped_context=dropped, reused_context_frames=reused, prompt_frames=info.prompt_frames)
 
 
 def gpu_seconds(job: Job) -> int:

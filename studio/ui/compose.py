@@ -54,6 +54,7 @@ class Compose:
     topk: gr.Slider
     max_seconds: gr.Slider
     seed: gr.Number
+    meter: gr.HTML
     generate: gr.Button
     stop: gr.Button
 
@@ -101,9 +102,10 @@ def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
             elem_id="script-text",
         )  # fmt: skip
     temperature, topk, max_seconds, seed = settings_panel()
+    meter = gr.HTML("", elem_id="context-meter", padding=False)
     with gr.Row():
         generate = gr.Button("▶ Generate", variant="primary", size="lg", scale=4, elem_id="generate",
                              interactive=can_generate)  # fmt: skip
         stop = gr.Button("■ Stop", variant="stop", size="lg", scale=1, elem_id="stop", interactive=can_generate)
-    return Compose(mode, line_group, text, counter, speaker, examples, script_group, script, temperature, topk, max_seconds,
-                   seed, generate, stop)  # fmt: skip
+    return Compose(mode, line_group, text, counter, speaker, examples, script_group, script, temperature, topk,
+                   max_seconds, seed, meter, generate, stop)  # fmt: skip

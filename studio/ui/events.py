@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import numpy as np
 
@@ -9,6 +11,7 @@ from studio.clips import clip_note
 from studio.errors import user_message
 from studio.inputs import SAMPLE_RATE, TURN_GAP_S, check_line, parse_script, plural
 from studio.jobs import CLIP_WORK, ONE_AT_A_TIME, Chunk, Job, TurnDone
+from studio.meter import describe_meter, measure
 from studio.outputs import wav_bytes
 from studio.report import Result
 from studio.service import Studio
@@ -38,6 +41,7 @@ class Page:
     def wire(self, demo: gr.Blocks) -> None:
         self.wire_voices(demo)
         self.wire_inputs()
+        self.wire_meter(demo)
         self.wire_generation(demo)
         self.check.button.click(self.check_clip, self.check.audio, self.check.result, **PRIVATE, **CLIP_WORK)
         self.check.audio.change(lambda path: "", self.check.audio, self.check.result, **UI_ONLY)  # no stale verdict
@@ -114,12 +118,36 @@ class Page:
         add_outputs = [self.turns_state, conv.clip, conv.transcript, conv.note]
         conv.add.click(add_turn, add_inputs, add_outputs, **PRIVATE, **CLIP_WORK)
 
+    # -- the context meter ---------------------------------------------------------------------------
+
+    @property
+    def request_inputs(self) -> set:
+        """Everything a request is made of: what to say, the settings, the voices and the conversation."""
+        inputs = self.compose.inputs | {self.turns_state, self.shown}
+        return inputs | {x for card in self.cards for x in (card.picker, card.own_audio, card.own_text)}
+
+    def wire_meter(self, demo: gr.Blocks) -> None:
+        """The meter follows every input that changes the prompt: the latest change wins."""
+        c = self.compose
+        triggers = [c.mode, c.text, c.speaker, c.script, c.max_seconds, self.turns_state, self.shown]
+        triggers += [x for card in self.cards for x in (card.picker, card.own_audio, card.own_text)]
+        gr.on([demo.load] + [x.change for x in triggers], self.meter, self.request_inputs, c.meter,
+              trigger_mode="always_last", show_progress="hidden", **PRIVATE, **CLIP_WORK)  # fmt: skip
+
+    def meter(self, data: dict) -> str:
+        if not self.studio.can_generate:
+            return ""
+        try:
+            job = self.job(data, session=None)
+        except Exception as e:  # a half-filled form, mostly: said quietly, Generate says it loudly
+            return f"<small>Context window: {html.escape(user_message(e))}</small>"
+        return describe_meter(measure(job, self.studio.generator))
+
     # -- generation --------------------------------------------------------------------------------
 
     def wire_generation(self, demo: gr.Blocks) -> None:
         c, r = self.compose, self.result
-        inputs = c.inputs | {self.turns_state, self.shown}
-        inputs |= {x for card in self.cards for x in (card.picker, card.own_audio, card.own_text)}
+        inputs = self.request_inputs
         outputs = [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, self.last_result]
         c.generate.click(self.arm, None, None, **UI_ONLY).then(self.generate, inputs, outputs,
                                                                    **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
@@ -139,7 +167,7 @@ class Page:
     def forget(self, request: gr.Request) -> None:
         self.stops.release(request.session_hash)
 
-    def job(self, data: dict, session: str) -> Job:
+    def job(self, data: dict, session: str | None) -> Job:
         studio, c = self.studio, self.compose
         studio.require_generator()
         lines = (

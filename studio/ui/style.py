@@ -17,6 +17,10 @@ CSS = """
 .icon-button { min-width: 42px !important; max-width: 48px; font-size: 1.1em !important; }
 .preset-transcript p { font-style: italic; color: var(--body-text-color-subdued); font-size: 0.9em; margin: 0; }
 #text-counter p { font-size: 0.85em; color: var(--body-text-color-subdued); margin: 2px 8px; }
+.context-meter { display: flex; height: 10px; border-radius: 5px; overflow: hidden; margin: 6px 0 2px 0;
+                 background: var(--border-color-primary); }
+.meter-part { display: block; height: 100%; }
+#context-meter small { color: var(--body-text-color-subdued); }
 .clip-note p { font-size: 0.95em; color: var(--body-text-color); margin: 4px 8px; }
 """
 
