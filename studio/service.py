@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from csm.audio import save_wav
+from csm.audio import load_mono, save_wav
 from csm.generator import FRAME_MS, Generator, Segment, load_csm_1b
 from csm.loading import CheckpointError
 from csm.text import TokenizerError
-from csm.audio import load_mono
 from studio.clips import check_request_clips, check_transcript, clip_header, load_clip
 from studio.errors import InputError, capitalized, sentence, user_message
 from studio.inputs import (

@@ -287,3 +287,57 @@ def test_check_a_clip_for_the_watermark(page):
     verdict = page.locator("#check-result").inner_text()  # (the tiny model's detector is random: any verdict)
     assert any(v in verdict for v in ("No watermark found", "Made by this app", "another message")), verdict
     page.screenshot(path=str(ARTIFACTS / "browser-check.png"), full_page=True)
+
+
+def test_a_saved_voice_survives_a_reload_and_every_speaker_is_offered_it(page):
+    atlas = Path(__file__).resolve().parent.parent / "examples" / "atlas.wav"
+    words = "Good evening. My name is Atlas, and I read the late news."
+    page.locator("#voice-1 input").click()
+    page.get_by_role("option", name="Own voice: upload or record a clip").click()
+    page.locator("#own-audio-1 input[type=file]").set_input_files(str(atlas))
+    page.locator("#own-text-1 textarea").fill(words)
+    page.locator("#save-name-1 textarea, #save-name-1 input").first.fill("Evening news")
+    page.locator("#save-voice-1").click()
+    page.get_by_text("Saved “Evening news” in this browser").first.wait_for()
+
+    page.reload()  # the library is in the browser's storage, not the server's memory
+    page.locator("#generate").wait_for()
+    page.get_by_text("★ My voices, kept in this browser").click()
+    page.locator("#my-voices-list").get_by_text("Evening news").wait_for()
+    page.locator("#voice-0 input").click()
+    page.get_by_role("option", name="★ Evening news (my voice").click()
+    page.wait_for_function(f"() => document.querySelector('#own-text-0 textarea')?.value === {words!r}")
+    page.locator("#own-audio-0 audio").first.wait_for(state="attached")
+    page.locator("#line-text textarea").fill("Tonight, the weather.")
+    page.locator("#generate").click()
+    page.locator("#result-info").get_by_text("frames").wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-my-voices.png"), full_page=True)
+
+    page.locator("#my-voices-pick input").click()
+    page.get_by_role("option", name="Evening news").click()
+    page.locator("#my-voices-delete").click()
+    page.locator("#my-voices-list").get_by_text("None saved yet").wait_for()
+    page.reload()
+    page.locator("#generate").wait_for()
+    assert not [o for o in dropdown_options(page, "voice-1") if "Evening news" in o]
+
+
+def test_a_result_and_an_earlier_turn_become_a_speakers_voice(page):
+    page.locator("#line-speaker input").click()
+    page.get_by_role("option", name="1 · Maple").click()
+    page.locator("#line-text textarea").fill("Use my voice from now on.")
+    page.locator("#generate").click()
+    page.locator("#use-voice").wait_for(timeout=60_000)
+    page.locator("#use-voice").click()  # the result's speaker (1) by default
+    page.wait_for_function(
+        "() => document.querySelector('#own-text-1 textarea')?.value === 'Use my voice from now on.'"
+    )
+    assert page.locator("#voice-1 input").input_value() == "Own voice: upload or record a clip"
+
+    page.locator("#keep-result").click()  # into the conversation; its row offers the same
+    page.locator(".turn-row").first.wait_for()
+    page.locator("#voice-1 input").click()
+    page.get_by_role("option", name="Sol (synthetic, US female)").click()
+    page.locator(".use-turn-voice").first.click()
+    page.wait_for_function("() => document.querySelector('#voice-1 input')?.value.startsWith('Own voice')")
+    assert page.locator("#own-text-1 textarea").input_value() == "Use my voice from now on."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.api import api_endpoints
+from studio.library import STORAGE_KEY, STORAGE_SECRET
 from studio.outputs import OUTPUT_TTL_S
 from studio.service import Studio
 from studio.ui.check import check_panel
@@ -13,7 +14,7 @@ from studio.ui.conversation import conversation_panel
 from studio.ui.events import Page
 from studio.ui.result import result_panel
 from studio.ui.style import INTRO, SHOWN_CARDS
-from studio.ui.voices import default_voice, speaker_choices, voices_panel
+from studio.ui.voices import default_voice, my_voices_panel, speaker_choices, voices_panel
 
 DEFAULT_QUEUE_SIZE = 16
 
@@ -26,18 +27,23 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks
         gr.Markdown(INTRO)
         gr.Markdown(banner, visible=bool(banner), elem_id="status-banner", elem_classes=[f"banner-{kind or 'none'}"])
         turns_state = gr.State([])  # the conversation so far, oldest first (see new_turn)
+        library = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STORAGE_SECRET)  # studio/library.py
+        pages = []  # the Page, once built: the conversation's rows wire "Use as voice" to it when shown
         with gr.Tabs():
             with gr.Tab("Generate"), gr.Row(equal_height=False):
                 with gr.Column(scale=3):
                     cards, add_speaker, remove_speaker = voices_panel(studio)
-                    conversation = conversation_panel(turns_state, names)
+                    my_voices = my_voices_panel(library)
+                    conversation = conversation_panel(turns_state, names, lambda: pages[0].turn_voice_event)
                     compose = compose_panel(names, can_generate=studio.can_generate)
                 with gr.Column(scale=2):
-                    result = result_panel()
+                    result = result_panel(names)
             with gr.Tab("Check a clip"):
                 check = check_panel()
         api_endpoints(studio)
-        page = Page(studio, cards, (add_speaker, remove_speaker), compose, turns_state, conversation, result, check)
+        page = Page(studio, cards, (add_speaker, remove_speaker), compose, turns_state, conversation, result, check,
+                    my_voices)  # fmt: skip
+        pages.append(page)
         page.wire(demo)
     demo.queue(max_size=queue_size, default_concurrency_limit=4)
     return demo

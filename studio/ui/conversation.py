@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -28,8 +29,10 @@ def move_turn(turns: list, index: int, step: int) -> list:
     return turns
 
 
-def show_turns(turns: list, turns_state: gr.State) -> None:
-    """The earlier turns, one row each (inside a gr.render)."""
+def show_turns(turns: list, turns_state: gr.State, use_voice: Callable[[], tuple]) -> None:
+    """The earlier turns, one row each (inside a gr.render). `use_voice()`: (handler, inputs, outputs) of
+    "Use as voice", which gives the turn's speaker the turn's clip as its voice (asked for at render
+    time: the page that wires it is made after this panel)."""
     if not turns:
         gr.Markdown("*No earlier turns yet: add a clip below, or add a generated result.*")
         return
@@ -43,6 +46,11 @@ def show_turns(turns: list, turns_state: gr.State) -> None:
             up = gr.Button("↑", size="sm", elem_classes=["icon-button"], interactive=i > 0, scale=0)
             down = gr.Button("↓", size="sm", elem_classes=["icon-button"], interactive=i < len(turns) - 1, scale=0)
             remove = gr.Button("✕", size="sm", elem_classes=["icon-button"], scale=0)
+            use = gr.Button(f"🎤 Speaker {turn['speaker']}'s voice", size="sm", scale=0, min_width=150,
+                            elem_classes=["use-turn-voice"])  # fmt: skip
+        handler, inputs, outputs = use_voice()
+        use.click(lambda *values, t=turn: handler(t["speaker"], t["path"], t["text"], *values), inputs, outputs,
+                  **PRIVATE)  # fmt: skip
         up.click(lambda t, i=i: move_turn(t, i, -1), turns_state, turns_state, **PRIVATE)
         down.click(lambda t, i=i: move_turn(t, i, +1), turns_state, turns_state, **PRIVATE)
         remove.click(lambda t, i=i: t[:i] + t[i + 1 :], turns_state, turns_state, **PRIVATE)
@@ -74,12 +82,12 @@ class ConversationPanel:
     add: gr.Button
 
 
-def conversation_panel(turns_state: gr.State, speaker_names: list) -> ConversationPanel:
+def conversation_panel(turns_state: gr.State, speaker_names: list, use_voice: Callable[[], tuple]) -> ConversationPanel:
     gr.Markdown(
         "### 2 · Conversation so far *(optional)*\n"
         "Earlier turns, oldest first: with the voices, they are the context of what is said next."
     )
-    gr.render(inputs=turns_state)(lambda turns: show_turns(turns, turns_state))
+    gr.render(inputs=turns_state)(lambda turns: show_turns(turns, turns_state, use_voice))
     with gr.Accordion("Add an earlier turn", open=False), gr.Row():
         clip = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip", scale=2,
                         elem_id="new-turn-audio")  # fmt: skip

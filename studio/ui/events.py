@@ -7,10 +7,11 @@ import html
 import gradio as gr
 import numpy as np
 
-from studio.clips import clip_note
-from studio.errors import user_message
+from studio.clips import clip_note, read_clip
+from studio.errors import InputError, user_message
 from studio.inputs import SAMPLE_RATE, TURN_GAP_S, check_line, parse_script, plural
 from studio.jobs import CLIP_WORK, ONE_AT_A_TIME, Chunk, Job, TurnDone
+from studio.library import SAVED_PREFIX, add_entry, checked_library, entry_file, find_entry, new_entry, remove_entry
 from studio.meter import describe_meter, measure
 from studio.outputs import wav_bytes
 from studio.report import Result
@@ -21,25 +22,38 @@ from studio.ui.compose import COUNTER_JS, Compose
 from studio.ui.conversation import ConversationPanel, add_earlier_turn, new_turn
 from studio.ui.result import ResultPanel, describe_result
 from studio.ui.style import MAX_CARDS, PRIVATE, SHOWN_CARDS, STREAMING, UI_ONLY
-from studio.ui.voices import SpeakerCard, default_voice, speaker_choices, voice_choices, voice_name, voice_views
+from studio.ui.voices import (
+    OWN_VOICE,
+    MyVoices,
+    SpeakerCard,
+    default_voice,
+    describe_library,
+    speaker_choices,
+    voice_choices,
+    voice_name,
+    voice_views,
+)
 
 
 class Page:
     """The page's components, as the panels built them, and the events between them."""
 
     def __init__(self, studio: Studio, cards: list[SpeakerCard], speaker_buttons: tuple, compose: Compose,
-                 turns_state: gr.State, conversation: ConversationPanel, result: ResultPanel, check: CheckPanel):  # fmt: skip
+                 turns_state: gr.State, conversation: ConversationPanel, result: ResultPanel, check: CheckPanel,
+                 my_voices: MyVoices):  # fmt: skip
         self.studio, self.cards, self.compose, self.result, self.check = studio, cards, compose, result, check
+        self.my_voices = my_voices
         self.add_speaker, self.remove_speaker = speaker_buttons
         self.turns_state, self.conversation = turns_state, conversation
         self.pickers = [card.picker for card in cards]
-        self.speaker_pickers = [compose.speaker, conversation.speaker]
+        self.speaker_pickers = [compose.speaker, conversation.speaker, result.use_speaker]
         self.shown = gr.State(SHOWN_CARDS)
         self.last_result = gr.State({})  # the last run's seed, and its turns ready to join the conversation
         self.stops = StopSignals()
 
     def wire(self, demo: gr.Blocks) -> None:
         self.wire_voices(demo)
+        self.wire_library()
         self.wire_inputs()
         self.wire_meter(demo)
         self.wire_generation(demo)
@@ -65,14 +79,17 @@ class Page:
         presets, cards, speakers = self.studio.presets, self.cards, self.speaker_pickers
         card_views = [x for card in cards for x in (card.picker, *card.views)]
 
-        def refresh(count, *current):
-            """On page load: the official prompts may have arrived since start-up."""
+        def refresh(count, library, *current):
+            """On page load: the official prompts may have arrived since start-up; the saved voices are offered."""
             picks = [default_voice(presets, card.speaker) for card in cards]
-            views = [(gr.update(choices=voice_choices(presets), value=pick), *voice_views(presets, pick))
+            views = [(gr.update(choices=voice_choices(presets, library), value=pick), *voice_views(presets, pick))
                      for pick in picks]  # fmt: skip
-            return [u for card in views for u in card] + self.speaker_updates(count, picks, list(current))
+            listing = self.library_views(library, picks)[len(cards) :]
+            return [u for card in views for u in card] + self.speaker_updates(count, picks, list(current)) + listing
 
-        demo.load(refresh, [self.shown, *speakers], card_views + speakers, **UI_ONLY)
+        my = self.my_voices
+        demo.load(refresh, [self.shown, my.library, *speakers], card_views + speakers + [my.listing, my.pick],
+                  **UI_ONLY)  # fmt: skip
 
         def names(count, *values):
             """`values`: every card's voice, then the speaker pickers' choices."""
@@ -89,8 +106,89 @@ class Page:
             button.click(lambda *v, step=step: change_count(step, *v), [self.shown, *self.pickers, *speakers],
                          outputs, **UI_ONLY)  # fmt: skip
         for card in cards:
-            card.picker.change(lambda choice: voice_views(presets, choice), card.picker, card.views, **UI_ONLY)
+            card.picker.change(self.pick_voice, [card.picker, my.library], [*card.views, card.own_audio, card.own_text],
+                               **UI_ONLY)  # fmt: skip
             card.picker.change(names, [self.shown, *self.pickers, *speakers], speakers, **UI_ONLY)
+
+    # -- voices kept in this browser, and "Use as voice" ---------------------------------------------
+
+    def pick_voice(self, choice, library) -> list:
+        """A card's voice picker changed: a preset is previewed; a saved voice fills the card's own clip."""
+        views = list(voice_views(self.studio.presets, choice))
+        entry = find_entry(library, choice) if (choice or "").startswith(SAVED_PREFIX) else None
+        if entry is None:
+            return [*views, gr.update(), gr.update()]
+        try:
+            return [*views, str(entry_file(entry)), entry["transcript"]]
+        except InputError as e:
+            gr.Warning(str(e))
+            return [*views, gr.update(), gr.update()]
+
+    def library_views(self, library, picks) -> list:
+        """The pickers offer the saved voices (a card on a deleted one keeps its clip, as an own voice),
+        then the list and the delete picker."""
+        library = checked_library(library)
+        choices = voice_choices(self.studio.presets, library)
+        offered = {value for _, value in choices}
+        pickers = [gr.update(choices=choices, value=pick if pick in offered else OWN_VOICE) for pick in picks]
+        return [*pickers, describe_library(library), gr.update(choices=[(e["name"], e["id"]) for e in library],
+                                                                value=None)]  # fmt: skip
+
+    def wire_library(self) -> None:
+        my, views = self.my_voices, [*self.pickers, self.my_voices.listing, self.my_voices.pick]
+        for card in self.cards:
+            card.save.click(self.save_voice, [my.library, card.own_audio, card.own_text, card.save_name, *self.pickers],
+                            [my.library, *views, card.save_name], **PRIVATE, **CLIP_WORK)  # fmt: skip
+        my.delete.click(self.delete_voice, [my.library, my.pick, *self.pickers], [my.library, *views], **UI_ONLY)
+        r = self.result
+        r.use_voice.click(self.result_voice, [self.last_result, r.use_turn, r.use_speaker, self.shown],
+                          self.card_clips, **PRIVATE)  # fmt: skip
+        pick_turn = lambda last, i: gr.update(value=last["turns"][i]["speaker"]) if last.get("turns") else gr.update()  # noqa: E731
+        r.use_turn.change(pick_turn, [self.last_result, r.use_turn], r.use_speaker, **UI_ONLY)
+
+    def save_voice(self, library, path, text, name, *picks) -> list:
+        try:
+            entry = new_entry(name, read_clip(path, "the clip").numpy(), text)
+            library = add_entry(library, entry)
+        except Exception as e:
+            gr.Warning(user_message(e))
+            return [gr.update()] * (len(picks) + 4)
+        gr.Info(f"Saved “{entry['name']}” in this browser: every speaker's voice list offers it now.")
+        return [library, *self.library_views(library, picks), ""]
+
+    def delete_voice(self, library, entry_id, *picks) -> list:
+        if not entry_id:
+            gr.Warning("Pick the saved voice to delete first.")
+            return [gr.update()] * (len(picks) + 3)
+        library = remove_entry(library, entry_id)
+        return [library, *self.library_views(library, picks)]
+
+    @property
+    def card_clips(self) -> list:
+        return [x for card in self.cards for x in (card.picker, card.own_audio, card.own_text)]
+
+    @property
+    def turn_voice_event(self) -> tuple:
+        """A conversation turn's "Use as voice": (handler, inputs, outputs) for its button."""
+        return self.use_as_voice, [self.shown], self.card_clips
+
+    def use_as_voice(self, speaker: int, path, text: str, count: int) -> list:
+        """Every card's (picker, clip, transcript): speaker's card takes the clip as its own voice."""
+        updates = [gr.update()] * len(self.card_clips)
+        if speaker not in range(count):
+            gr.Warning(f"Speaker {speaker} has no voice card on the page: press “+ Add speaker” first.")
+            return updates
+        updates[3 * speaker : 3 * speaker + 3] = [gr.update(value=OWN_VOICE), str(path), text]
+        gr.Info(f"Speaker {speaker} now uses this clip as its voice: it is in the speaker's card, to save or change.")
+        return updates
+
+    def result_voice(self, last: dict, turn, speaker, count) -> list:
+        turns = (last or {}).get("turns") or []
+        if not turns:
+            gr.Warning("There is no finished turn to take a voice from: generate one first.")
+            return [gr.update()] * len(self.card_clips)
+        chosen = turns[turn if isinstance(turn, int) and 0 <= turn < len(turns) else 0]
+        return self.use_as_voice(int(speaker), chosen["path"], chosen["text"], count)
 
     # -- what the user types and uploads -------------------------------------------------------------
 
@@ -148,7 +246,8 @@ class Page:
     def wire_generation(self, demo: gr.Blocks) -> None:
         c, r = self.compose, self.result
         inputs = self.request_inputs
-        outputs = [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, self.last_result]
+        outputs = [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, r.use_row, r.use_turn,
+                   r.use_speaker, self.last_result]  # fmt: skip
         c.generate.click(self.arm, None, None, **UI_ONLY).then(self.generate, inputs, outputs,
                                                                    **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
         c.stop.click(self.stop, None, None, **UI_ONLY)
@@ -229,5 +328,14 @@ class Page:
             r.files: gr.update(value=[str(p) for p in result.turn_paths], visible=result.planned_turns > 1),
             r.reuse_seed: gr.update(value=f"♻ Reuse seed {result.seed}", visible=True),
             r.keep: gr.update(visible=bool(spoken)),
+            r.use_row: gr.update(visible=bool(spoken)),
+            r.use_turn: gr.update(
+                choices=[(f"Turn {i + 1} · speaker {t['speaker']}", i) for i, t in enumerate(spoken)],
+                value=0,
+                visible=len(spoken) > 1,
+            ),  # fmt: skip
+            r.use_speaker: gr.update(value=spoken[0]["speaker"])
+            if spoken and spoken[0]["speaker"] < MAX_CARDS
+            else gr.update(),
             self.last_result: {"seed": result.seed, "turns": spoken},
         }

@@ -20,9 +20,13 @@ class ResultPanel:
     files: gr.File
     reuse_seed: gr.Button
     keep: gr.Button
+    use_turn: gr.Dropdown  # which turn of a script "Use as voice" takes
+    use_speaker: gr.Dropdown  # whose voice it becomes; its choices follow the voice cards
+    use_voice: gr.Button
+    use_row: gr.Row
 
 
-def result_panel() -> ResultPanel:
+def result_panel(speaker_names: list) -> ResultPanel:
     gr.Markdown("### Result")
     status = gr.Markdown("", elem_id="status-line")
     live = gr.Audio(label="Live: plays while it is generated", streaming=True, autoplay=True, interactive=False,
@@ -35,9 +39,14 @@ def result_panel() -> ResultPanel:
     with gr.Row():
         reuse_seed = gr.Button("♻ Reuse this seed", size="sm", visible=False, elem_id="reuse-seed")
         keep = gr.Button("+ Add to the conversation", size="sm", visible=False, elem_id="keep-result")
+    with gr.Row(visible=False, equal_height=True) as use_row:
+        use_turn = gr.Dropdown([], label="Turn", visible=False, min_width=120, elem_id="use-turn")
+        use_speaker = gr.Dropdown(speaker_names, value=0, label="As the voice of", min_width=150,
+                                  elem_id="use-speaker")  # fmt: skip
+        use_voice = gr.Button("🎤 Use as voice", size="sm", elem_id="use-voice")
     if not STREAMING:
         gr.Markdown("*Live playback is off (ffmpeg is not installed): the result appears when it is done.*")
-    return ResultPanel(status, live, audio, info, files, reuse_seed, keep)
+    return ResultPanel(status, live, audio, info, files, reuse_seed, keep, use_turn, use_speaker, use_voice, use_row)
 
 
 def turn_table(result: Result) -> str:

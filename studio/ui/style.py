@@ -21,6 +21,7 @@ CSS = """
                  background: var(--border-color-primary); }
 .meter-part { display: block; height: 100%; }
 #context-meter small { color: var(--body-text-color-subdued); }
+#use-voice, #my-voices-delete { align-self: flex-end; max-height: 44px; }
 .clip-note p { font-size: 0.95em; color: var(--body-text-color); margin: 4px 8px; }
 """
 
