@@ -10,6 +10,7 @@ report     what a finished request says: its files, turns and one summary of war
 outputs    output folders and files, named by what they hold
 stops      Stop: one flag per browser session, read by the running job
 api        the named endpoints /generate, /generate_script and /detect
+space_api  /infer: the official sesame/csm-1b Space's API, on the same Studio
 guard      what protects the server as a whole: body sizes, abandoned uploads, sessions
 errors     how failures reach people
 ui/        the page: one builder per panel, and one place that wires the events
