@@ -7,6 +7,7 @@ that Space joins them. The checks and limits are this app's own (studio/inputs.p
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -133,6 +134,7 @@ def infer_handler(studio: Studio):
         audio_prompt_speaker_b=None, gen_conversation_input=None, request: gr.Request = None,
     ):  # fmt: skip
         with user_facing_errors():
+            started = time.perf_counter()  # first audio counts from the request's start
             studio.require_generator()
             lines = conversation_lines(gen_conversation_input)
             voices = speaker_voices(studio, (text_prompt_speaker_a, text_prompt_speaker_b),
@@ -140,6 +142,7 @@ def infer_handler(studio: Studio):
             seconds = min(INFER_TURN_SECONDS, MAX_REQUEST_SECONDS // len(lines))
             session = request.session_hash if request is not None else None
             job = studio.prepare(lines, voices, ([], [], []), (0.9, 50, seconds, -1), session=session)
+            job.requested_at = started
             result = None
             for result in studio.run(job):  # only the last event, the Result, is kept
                 pass

@@ -146,6 +146,20 @@ def test_each_script_turn_is_conditioned_on_the_voices_and_the_turns_before(tiny
         np.testing.assert_allclose(read(path), want, atol=2 / 32768)  # the WAVs are 16-bit
 
 
+def test_each_turn_reports_its_latency_and_the_context_reused(tiny_client):
+    _, _, info = tiny_client.predict(script="[0] One.\n[1] Two.\n[0] Three.", voices={"0": "river", "1": "maple"},
+                                     seed=5, **FAST, api_name="/generate_script")  # fmt: skip
+    before = 0.0  # the turns before this one: generated in order, each after the last
+    for t in info["turns"]:
+        assert 0 < t["first_audio_from_turn_s"] <= t["generation_s"]
+        assert t["first_audio_from_request_s"] >= before + t["first_audio_from_turn_s"] - 0.005  # rounded to ms
+        before += t["generation_s"]
+        assert t["real_time_factor"] == round(t["generation_s"] / t["seconds"], 3)
+        assert t["frames_per_s"] == round(t["frames"] / t["generation_s"], 1)
+        assert 0 <= t["reused_context_frames"] < t["prompt_frames"]  # the turn's own text is always read
+    assert info["turns"][1]["reused_context_frames"] > 0  # both voices were in the cache from turn 1
+
+
 def test_detect_says_whether_a_clip_carries_the_watermark(tiny_client):
     result = tiny_client.predict(audio=handle_file(str(ROOT / "examples" / RIVER["file"])), api_name="/detect")
     assert set(result) == {"verdict", "probability", "message"}
