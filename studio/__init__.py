@@ -10,8 +10,13 @@ report     what a finished request says: its files, turns and one summary of war
 outputs    output folders and files, named by what they hold
 stops      Stop: one flag per browser session, read by the running job
 api        the named endpoints /generate, /generate_script and /detect
+space_api  /infer: the official sesame/csm-1b Space's API, on the same Studio
+bundle     a session as one .zip (manifest.json and its clips): written, and read back safely
+manifest   the session manifest: its fields checked, and built from a finished run
 guard      what protects the server as a whole: body sizes, abandoned uploads, sessions
 errors     how failures reach people
 ui/        the page: one builder per panel, and one place that wires the events
 cli        command-line options and start-up checks
 """
+
+__version__ = "0.1.0"  # said in saved sessions (studio/manifest.py), with the git commit when known

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gradio as gr
@@ -93,8 +94,9 @@ def api_voices(voices) -> list[Voice]:
 
 def api_handlers(studio: Studio):
     def run(lines, context_audio, context_text, context_speakers, voices, settings, request) -> Result:
-        context = (context_audio, context_text, context_speakers)
+        context, started = (context_audio, context_text, context_speakers), time.perf_counter()
         job = studio.prepare(lines, api_voices(voices), context, settings, session=request.session_hash)
+        job.requested_at = started  # first audio counts from the request's start, its clips' reading included
         result = None
         for result in studio.run(job):  # only the last event, the Result, is kept
             pass

@@ -47,6 +47,10 @@ class Job:
     notes: list[str] = field(default_factory=list)  # said with the result (e.g. a speaker without a voice)
     session: str | None = None  # whose request it is: reuse of another user's prompt is not reported
     watermark: dict | None = None  # load_watermarker's arguments; None: --no-watermark
+    # time.perf_counter() at the click or the request's start (the handler sets it; by default, when the job
+    # was made): first audio is measured from it. On Linux perf_counter is system-wide, so a ZeroGPU worker
+    # process reads the same clock.
+    requested_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -61,9 +65,13 @@ class TurnReport:
     dropped_context: list[str] = field(default_factory=list)
     generation_s: float = 0.0
     reused_context_frames: int = 0  # context the model still held from the request before: not recomputed
-    prompt_frames: int = 0  # the prompt as fitted into the window: the context kept, and the text
     voice: str | None = None
     stopped: bool = False  # cut short by the user's Stop: the audio ends mid-turn
+    prompt_frames: int = 0  # the prompt the model read before the turn's first frame: context and the turn's text
+    first_audio_from_request_s: float | None = None  # the click or request's start -> this turn's first chunk
+    first_audio_from_turn_s: float | None = None  # this turn's start (before its prompt is read) -> its first chunk
+    real_time_factor: float | None = None  # generation_s / seconds: below 1 is faster than real time
+    frames_per_s: float | None = None  # frames / generation_s, prompt reading included
 
 
 @dataclass
@@ -77,6 +85,7 @@ class TurnStarted:
     """Sent with a turn's first chunk, once its prompt is fitted: what a report of it so far says."""
 
     report: TurnReport
+    started: float  # time.perf_counter() at the turn's start: a turn cut short is timed from it
 
 
 @dataclass
@@ -89,7 +98,18 @@ def finished_report(report: TurnReport, audio: np.ndarray, started: float, **cha
     """The report of a turn whose audio is `audio`: its length, and the time it took since `started`."""
     frames = len(audio) * 1000 // (SAMPLE_RATE * FRAME_MS)
     seconds, elapsed = round(len(audio) / SAMPLE_RATE, 3), round(time.perf_counter() - started, 3)
-    return replace(report, **{"frames": frames, "seconds": seconds, "generation_s": elapsed, **changes})
+    done = replace(report, **{"frames": frames, "seconds": seconds, "generation_s": elapsed, **changes})
+    # From the rounded figures, so that the report's own numbers give them: rtf = generation_s / seconds.
+    rtf = round(done.generation_s / done.seconds, 3) if done.seconds else None
+    fps = round(done.frames / done.generation_s, 1) if done.generation_s else None
+    return replace(done, real_time_factor=rtf, frames_per_s=fps)
+
+
+def with_first_audio(report: TurnReport, job: Job, turn_started: float) -> TurnReport:
+    """The report of a turn whose first chunk has just come: how long it took, from the request and the turn."""
+    now = time.perf_counter()
+    return replace(report, first_audio_from_request_s=round(now - job.requested_at, 3),
+                   first_audio_from_turn_s=round(now - turn_started, 3))  # fmt: skip
 
 
 def with_context(report: TurnReport, info, history: list[ContextClip], hide_reuse: bool) -> TurnReport:
@@ -147,12 +167,14 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
             )
             try:
                 for chunk in stream:
+                    samples = chunk.float().numpy() if marker is None else marker.mark(chunk.float().numpy())
                     if not chunks:  # the prompt is fitted by now: what it left out is known
+                        report = with_first_audio(report, job, started)  # marked, so ready to be heard
                         report = with_context(report, stream.info, history, hide_reuse=private and index == 0)
                         _last_session[0] = job.session  # the cache now holds this job's prompt
-                        yield TurnStarted(report)
-                    chunks.append(chunk.float().numpy() if marker is None else marker.mark(chunk.float().numpy()))
-                    yield Chunk(index, chunks[-1])
+                        yield TurnStarted(report, started)
+                    chunks.append(samples)
+                    yield Chunk(index, samples)
             finally:  # a Stop closes this generator mid-turn: free the model for the next request now
                 stream.close()
             audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

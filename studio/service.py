@@ -314,7 +314,7 @@ class Studio:
         try:
             for event in events:
                 if isinstance(event, TurnStarted):
-                    current, pending = event.report, []
+                    current, pending, turn_started = event.report, [], event.started
                 elif isinstance(event, Chunk):
                     pending.append(event.audio)
                 elif isinstance(event, TurnDone):
@@ -332,7 +332,7 @@ class Studio:
             events.close()
         if current is not None and pending:
             audio = np.concatenate(pending)
-            turns.append(TurnDone(audio, finished_report(current, audio, started, stopped=True)))
+            turns.append(TurnDone(audio, finished_report(current, audio, turn_started, stopped=True)))
         yield self.finish(job, turns, started, stopped=error is None and len(turns) < len(job.lines), error=error)
 
     def finish(self, job: Job, turns: list[TurnDone], started: float, stopped=False, error=None) -> Result:

@@ -146,6 +146,20 @@ def test_each_script_turn_is_conditioned_on_the_voices_and_the_turns_before(tiny
         np.testing.assert_allclose(read(path), want, atol=2 / 32768)  # the WAVs are 16-bit
 
 
+def test_each_turn_reports_its_latency_and_the_context_reused(tiny_client):
+    _, _, info = tiny_client.predict(script="[0] One.\n[1] Two.\n[0] Three.", voices={"0": "river", "1": "maple"},
+                                     seed=5, **FAST, api_name="/generate_script")  # fmt: skip
+    before = 0.0  # the turns before this one: generated in order, each after the last
+    for t in info["turns"]:
+        assert 0 < t["first_audio_from_turn_s"] <= t["generation_s"]
+        assert t["first_audio_from_request_s"] >= before + t["first_audio_from_turn_s"] - 0.005  # rounded to ms
+        before += t["generation_s"]
+        assert t["real_time_factor"] == round(t["generation_s"] / t["seconds"], 3)
+        assert t["frames_per_s"] == round(t["frames"] / t["generation_s"], 1)
+        assert 0 <= t["reused_context_frames"] < t["prompt_frames"]  # the turn's own text is always read
+    assert info["turns"][1]["reused_context_frames"] > 0  # both voices were in the cache from turn 1
+
+
 def test_detect_says_whether_a_clip_carries_the_watermark(tiny_client):
     result = tiny_client.predict(audio=handle_file(str(ROOT / "examples" / RIVER["file"])), api_name="/detect")
     assert set(result) == {"verdict", "probability", "message"}
@@ -158,6 +172,48 @@ def test_detect_says_whether_a_clip_carries_the_watermark(tiny_client):
         corrupt = ARTIFACTS / "inputs" / "not-audio.wav"
         corrupt.write_bytes(b"not audio at all")
         tiny_client.predict(audio=handle_file(str(corrupt)), api_name="/detect")
+
+
+# -- /infer: the official Space's API --------------------------------------------------------------
+
+SPACE_PARAMETERS = ["text_prompt_speaker_a", "text_prompt_speaker_b", "audio_prompt_speaker_a",
+                    "audio_prompt_speaker_b", "gen_conversation_input"]  # fmt: skip
+
+
+def run_folder_of(returned: str, name: str) -> Path:
+    """The server's output folder that holds the file the client downloaded (the server runs on this machine)."""
+    from studio.outputs import OUTPUT_DIR
+
+    data = Path(returned).read_bytes()
+    found = [d for d in OUTPUT_DIR.glob("run-*") if (d / name).is_file() and (d / name).read_bytes() == data]
+    assert len(found) == 1, f"{name} is in {len(found)} output folders"
+    return found[0]
+
+
+def test_infer_answers_as_the_official_space_does_for_a_tts_arena_call(tiny_client):
+    """TTS Arena reads /infer's parameters from view_api, puts its text in gen_conversation_input and reads
+    one audio output. Four lines alternate speakers 0 and 1; the result is the four turns back to back."""
+    endpoint = tiny_client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/infer"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == SPACE_PARAMETERS
+    assert [r["component"] for r in endpoint["returns"]] == ["Audio"]
+    lines = ["Hey, did you see the garden?", "I did!", "The tomatoes are red.", "Finally."]
+    path = tiny_client.predict(RIVER["transcript"], MAPLE["transcript"], example(RIVER), example(MAPLE),
+                               "\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]), api_name="/infer")  # fmt: skip
+    assert isinstance(path, str)  # one output, as the Space's: TTS Arena takes a str as the audio itself
+    conversation = read(path)
+    turn_paths = sorted(run_folder_of(path, "conversation-no-gaps.wav").glob("turn-*.wav"))
+    assert [p.name for p in turn_paths] == [f"turn-0{i + 1}-speaker{i % 2}-own.wav" for i in range(4)]
+    turns = [sf.read(p, dtype="int16")[0] for p in turn_paths]
+    assert all(0 < len(t) <= 30 * RATE for t in turns)  # 30 s per turn at most, as the Space's
+    # "The sum": no pause between turns, unlike /generate_script's 0.25 s; the very samples of each turn's WAV.
+    assert len(conversation) == sum(len(t) for t in turns)
+    np.testing.assert_array_equal(sf.read(path, dtype="int16")[0], np.concatenate(turns))
+
+
+def test_infer_without_voice_clips_uses_the_default_voices(tiny_client):
+    path = tiny_client.predict(gen_conversation_input="Just one line.", api_name="/infer")
+    assert Path(path).name.startswith(f"speaker0-{RIVER['id']}-seed")  # the page's first voice, as for the Space
+    read(path)
 
 
 # -- bad input: a clear message, and the server keeps serving ------------------------------------
@@ -255,6 +311,49 @@ BAD_REQUESTS = {
         "The clip of context turn 1 (truncated.wav) is only 0.02 s long",
     ),
     "bad temperature": ("/generate", lambda clips: {"text": "Hi", "temperature": 0}, "Temperature must be above 0"),
+    "/infer: empty conversation": (
+        "/infer",
+        lambda clips: {"gen_conversation_input": " \n\n "},
+        "gen_conversation_input is empty: write the conversation, one turn per line",
+    ),
+    "/infer: a transcript without its clip": (
+        "/infer",
+        lambda clips: {"text_prompt_speaker_b": "Words.", "gen_conversation_input": "Hi\nHello"},
+        "audio_prompt_speaker_b is missing: send speaker B's voice clip with handle_file(...)",
+    ),
+    "/infer: a clip without its transcript": (
+        "/infer",
+        lambda clips: {"audio_prompt_speaker_a": example(RIVER), "gen_conversation_input": "Hi"},
+        "text_prompt_speaker_a is empty: type the words spoken in audio_prompt_speaker_a",
+    ),
+    "/infer: a path, not a file": (
+        "/infer",
+        lambda clips: {
+            "text_prompt_speaker_a": "Hi.",
+            "audio_prompt_speaker_a": "/etc/passwd",
+            "gen_conversation_input": "Hi",
+        },
+        "audio_prompt_speaker_a must be an audio file sent with handle_file(...)",
+    ),
+    "/infer: a corrupt clip": (
+        "/infer",
+        lambda clips: {
+            "text_prompt_speaker_a": "Hi.",
+            "audio_prompt_speaker_a": handle_file(str(clips["corrupt"])),
+            "gen_conversation_input": "Hi",
+        },
+        "cannot be read as audio",
+    ),
+    "/infer: a turn over our limit": (
+        "/infer",
+        lambda clips: {"gen_conversation_input": "Hi\n" + "blah " * 300},
+        "Turn 2 of gen_conversation_input is 1,499 characters long; one turn can be at most 1,000",
+    ),
+    "/infer: too many turns": (
+        "/infer",
+        lambda clips: {"gen_conversation_input": "Hi\n" * 25},
+        "gen_conversation_input has 25 turns; at most 24",
+    ),
     "too long a turn": (
         "/generate",
         lambda clips: {"text": "Hi", "max_seconds": 600},
@@ -369,3 +468,7 @@ def test_the_readme_api_example_runs(tiny_app, monkeypatch):
     read(names["audio_path"])
     assert len(names["turn_paths"]) == 3 and names["info"]["turns"][2]["text"] == "Finally."
     read(names["conversation_path"])
+    infer_example = readme.split("## API", 1)[1].split("```python\n", 2)[2].split("```", 1)[0]
+    assert 'api_name="/infer"' in infer_example
+    exec(compile(infer_example, "README.md", "exec"), names)  # the same client
+    read(names["infer_path"])

@@ -118,7 +118,7 @@ def test_a_script_becomes_the_conversation_which_can_be_reordered(page):
     page.get_by_label("One line").check()  # the next line is generated in that context
     page.locator("#line-text textarea").fill("Here you go.")
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("frames").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("First audio").wait_for(timeout=60_000)
     page.mouse.move(0, 0)  # no hover highlight in the picture (examples/screenshot.png is one of these)
     page.screenshot(path=str(ARTIFACTS / "browser-conversation.png"), full_page=True)
 
@@ -155,7 +155,7 @@ def test_an_own_voice_and_an_uploaded_earlier_turn(page):
     assert "this is Sol" in page.locator(".turn-row").first.inner_text()
 
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("frames").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("First audio").wait_for(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "browser-own-voice.png"), full_page=True)
 
 

@@ -8,6 +8,7 @@ from studio.api import api_endpoints
 from studio.library import STORAGE_KEY, STORAGE_SECRET
 from studio.outputs import OUTPUT_TTL_S
 from studio.service import Studio
+from studio.space_api import infer_endpoint
 from studio.ui.check import check_panel
 from studio.ui.compose import compose_panel
 from studio.ui.conversation import conversation_panel
@@ -41,6 +42,7 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks
             with gr.Tab("Check a clip"):
                 check = check_panel()
         api_endpoints(studio)
+        infer_endpoint(studio)  # the official Space's /infer
         page = Page(studio, cards, (add_speaker, remove_speaker), compose, turns_state, conversation, result, check,
                     my_voices)  # fmt: skip
         pages.append(page)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 
 import gradio as gr
 import numpy as np
@@ -50,6 +51,7 @@ class Page:
         self.shown = gr.State(SHOWN_CARDS)
         self.last_result = gr.State({})  # the last run's seed, and its turns ready to join the conversation
         self.stops = StopSignals()
+        self.clicked: dict[str, float] = {}  # session -> time.perf_counter() at its Generate click
 
     def wire(self, demo: gr.Blocks) -> None:
         self.wire_voices(demo)
@@ -259,12 +261,14 @@ class Page:
     def arm(self, request: gr.Request) -> None:
         """At the click, before the queue: Stop from now on stops this job."""
         self.stops.arm(request.session_hash)
+        self.clicked[request.session_hash] = time.perf_counter()  # first audio counts from here, queue included
 
     def stop(self, request: gr.Request) -> None:
         self.stops.stop(request.session_hash)
 
     def forget(self, request: gr.Request) -> None:
         self.stops.release(request.session_hash)
+        self.clicked.pop(request.session_hash, None)
 
     def job(self, data: dict, session: str | None) -> Job:
         studio, c = self.studio, self.compose
@@ -283,6 +287,7 @@ class Page:
         r, flag = self.result, self.stops.flag(request.session_hash)
         try:
             job = self.job(data, request.session_hash)
+            job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
             yield {r.status: f"*Generating {plural(len(job.lines), 'turn')}…*", r.live: None}
             yield from self.stream(job, flag)
         except Exception as e:

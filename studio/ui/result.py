@@ -8,6 +8,7 @@ import gradio as gr
 
 from studio.inputs import TURN_GAP_S
 from studio.report import Result
+from studio.ui.latency import LATENCY_NOTE, latency_line, latency_table
 from studio.ui.style import STREAMING
 
 
@@ -94,5 +95,8 @@ def describe_result(result: Result, description: str) -> str:
         parts.append(
             f"Turn *n* used seed {result.seed} + *n* − 1 · turns are {TURN_GAP_S:g} s apart in the conversation{limit}"
         )
+    if result.turns:
+        one = result.planned_turns == 1
+        parts += [latency_line(result.turns[0]) if one else latency_table(result.turns), LATENCY_NOTE]
     parts += [f"⚠️ {w}" for w in result.warnings]
     return "\n\n".join(parts)
