@@ -2,10 +2,10 @@
 
 A prompt is the context segments, oldest first, each as its text frames then its audio frames and
 an all-zero end-of-audio frame, followed by the target text's frames. The frame loop
-(`_frames`) prefills the prompt (`_prefill`: segments the KV cache still holds from the previous
-request are not computed again), then decodes one frame per step until an all-zero frame or the
-length limit. Frames are checked for the end only once per chunk, so the loop never waits on the
-device between chunks' boundaries; each chunk is decoded by a streaming Mimi decoder and yielded.
+(csm.decoding) prefills the prompt (segments the KV cache still holds from the previous request
+are not computed again), then decodes one frame per step, for one take or several at once, until
+an all-zero frame or the length limit. Each take's chunks are decoded by its own streaming Mimi
+decoder; take 0's are yielded as they come.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import os
 import random
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -25,9 +25,18 @@ from torch import Tensor
 from csm import loading
 from csm.checkpoint import Checkpoint, CheckpointError, read_json, resolve_checkpoint
 from csm.codec import MimiCodec, load_codec
+from csm.decoding import (  # the chunk sizes and infos: also imported from here by callers
+    CHUNK_FRAMES,
+    FIRST_CHUNK_FRAMES,
+    FrameLoop,
+    GenerationInfo,
+    PromptPart,
+    TakeInfo,
+)
 from csm.frame_step import FrameStep
-from csm.inputs import (  # Segment and FRAME_MS: also imported from here by callers
+from csm.inputs import (  # Segment, FRAME_MS and MAX_TAKES: also imported from here by callers
     FRAME_MS,
+    MAX_TAKES,
     Segment,
     check_context,
     check_max_length,
@@ -35,22 +44,17 @@ from csm.inputs import (  # Segment and FRAME_MS: also imported from here by cal
     check_sampling,
     check_seed,
     check_speaker,
+    check_takes,
     check_text,
 )
 from csm.models import Model
 from csm.quantize import check_quantize
 from csm.text import TextTokenizer
 
-FIRST_CHUNK_FRAMES = 2  # small first chunk: time to first audio
-CHUNK_FRAMES = 8  # then ~0.64 s per chunk: fewer host syncs and decoder calls
-
-
-class PromptPart(NamedTuple):
-    """One piece of a prompt as frames: a context segment (key: its cache key) or the target text (key None)."""
-
-    key: tuple | None
-    tokens: Tensor  # [S, N+1]
-    mask: Tensor  # [S, N+1], bool: which columns are present
+__all__ = [
+    "CHUNK_FRAMES", "FIRST_CHUNK_FRAMES", "FRAME_MS", "MAX_TAKES", "ContextPlan", "GenerationInfo", "GenerationStream",
+    "Generator", "PromptPart", "Segment", "TakeInfo", "load_csm_1b",
+]  # fmt: skip
 
 
 @dataclass
@@ -63,23 +67,11 @@ class ContextPlan:
     target_frames: int = 0  # the text to speak
 
 
-@dataclass
-class GenerationInfo:
-    """What the last generation did: the seed (to reproduce it), frames, why it stopped, dropped context."""
-
-    seed: int
-    frames: int = 0
-    ended_by_model: bool = False
-    dropped_context: list[int] = field(default_factory=list)  # indices into the context passed in
-    prompt_frames: int = 0
-    reused_prompt_frames: int = 0  # context frames whose KV the cache still held from the last request
-    codes: Tensor | None = None  # [N, frames]: the generated codes, on the CPU
-
-
 class GenerationStream:
-    """One generation's audio chunks (iterate over it) and its `info`, complete once iteration ends.
+    """One generation's audio chunks (take 0's: iterate over it) and its `info`, complete once iteration ends.
 
-    Each stream carries its own info, so concurrent callers never read one another's.
+    Each stream carries its own info, so concurrent callers never read one another's. With several
+    takes, `info.takes[i].audio` holds each take's whole audio once iteration ends.
     """
 
     def __init__(self, chunks: Iterator[Tensor], info: GenerationInfo):
@@ -114,12 +106,16 @@ class Generator:
         self.last_generation: GenerationInfo | None = None
         self._lock = threading.Lock()
         self._encoded: OrderedDict[tuple, PromptPart] = OrderedDict()  # LRU of encoded context segments
-        model.setup_caches(1)
-        self.frame_step = FrameStep(model)
-        # The context segments whose KV the backbone cache holds, in order from position 0, and the
-        # model's cache epoch when they were written (see _prefill).
-        self._cached_segments: list[tuple] = []
-        self._cached_epoch = -1
+        self._loop = FrameLoop(model)  # owns the KV cache and which context it holds
+
+    @property
+    def frame_step(self) -> FrameStep:
+        """The decode step (a CUDA graph per number of takes on CUDA)."""
+        return self._loop.frame_step
+
+    @frame_step.setter
+    def frame_step(self, step: FrameStep) -> None:
+        self._loop.frame_step = step
 
     # -- frames -----------------------------------------------------------------------------------
 
@@ -230,6 +226,16 @@ class Generator:
         chunks = list(stream)
         return torch.cat(chunks) if chunks else torch.zeros(0)
 
+    def generate_takes(self, text: str, speaker: int, context: list[Segment], max_audio_length_ms: float = 90_000,
+                       temperature: float = 0.9, topk: int = 50, seed: int | None = None, pinned: int = 0,
+                       takes: int = 2) -> list[Tensor]:  # fmt: skip
+        """`takes` versions of the utterance from one pass (one prefill), each 1-D float audio at `sample_rate`."""
+        stream = self.generate_stream(text, speaker, context, max_audio_length_ms, temperature, topk, seed, pinned,
+                                      takes=takes)  # fmt: skip
+        for _ in stream:
+            pass
+        return [take.audio for take in stream.info.takes]
+
     def generate_stream(
         self,
         text: str,
@@ -240,12 +246,15 @@ class Generator:
         topk: int = 50,
         seed: int | None = None,
         pinned: int = 0,
+        takes: int = 1,
     ) -> GenerationStream:
         """1-D audio chunks as frames are produced; the stream's `info` (and `last_generation`) describe the run.
 
-        When the context does not fit the window, segments are dropped as `fit_context` says: the
-        oldest first, the first `pinned` (speaker prompts) last. Bad input raises here, before any
-        chunk; the work starts with the first `next()`.
+        With `takes` > 1, as many versions are sampled in one pass, each with its own randomness: the
+        chunks are take 0's, and once iteration ends `info.takes[i]` has each take's codes, frames,
+        end and audio. When the context does not fit the window, segments are dropped as
+        `fit_context` says: the oldest first, the first `pinned` (speaker prompts) last. Bad input
+        raises here, before any chunk; the work starts with the first `next()`.
         """
         check_text(text)
         check_speaker(speaker)
@@ -254,7 +263,9 @@ class Generator:
         context = check_context(context, self.codec.samples_per_frame, self.sample_rate)
         check_pinned(pinned, len(context))
         check_seed(seed)
-        info = GenerationInfo(seed=random.randrange(2**31) if seed is None else seed)
+        check_takes(takes)
+        seed = random.randrange(2**31) if seed is None else seed
+        info = GenerationInfo(seed=seed, takes=[TakeInfo() for _ in range(takes)])
         max_frames = int(max_audio_length_ms // FRAME_MS)
         target = self._target_part(speaker, text)
         self._budget(len(target.tokens), max_frames)  # raises now if the text alone cannot fit
@@ -269,74 +280,35 @@ class Generator:
             parts = [part for i, part in enumerate(encoded) if i not in dropped] + [target]
             info.dropped_context, info.prompt_frames = dropped, sum(len(part.tokens) for part in parts)
             self.last_generation = info
+            yield from self._takes_audio(parts, max_frames, temperature, topk, info)
 
-            torch.manual_seed(info.seed)
-            decoder = self.codec.stream_decoder()
-            for codes in self._frames(parts, max_frames, temperature, topk, info):
-                yield decoder.decode(codes).cpu()
+    def stream_parts(self, parts: list[PromptPart], max_frames: int, temperature: float, topk: int,
+                     info: GenerationInfo) -> Iterator[Tensor]:  # fmt: skip
+        """`generate_stream` from a prompt already made of frames: the context parts, then the target text's.
 
-    @torch.inference_mode()
-    def _prefill(self, parts: list[PromptPart], temperature: float, topk: int, info: GenerationInfo) -> Tensor:
-        """Fill the backbone cache with the prompt and sample the first frame [1, N].
-
-        The prompt goes in one part (context segment, then the target text) at a time. The leading
-        segments that the cache still holds from the previous request, at the same positions, are
-        skipped: with preset voices and a growing conversation most of a prompt recurs, and this
-        makes the time to first audio that of the new part only. Prefilling part by part on every
-        request, cold or warm, keeps the results bit-identical either way.
+        For prompts made of token ids (the benchmark); no input checks, no context fitting.
         """
-        model = self.model
-        self.frame_step.prepare(temperature, topk)  # may capture a CUDA graph (resets the caches)
-        reuse = 0
-        if self._cached_epoch == model.cache_epoch:
-            for part, cached_key in zip(parts[:-1], self._cached_segments):
-                if part.key != cached_key:
-                    break
-                reuse += 1
-        self._cached_segments = []  # until this prefill has completed
-        start = info.reused_prompt_frames = sum(len(part.tokens) for part in parts[:reuse])
-        for part in parts[reuse:]:
-            # Slots past the prompt may hold an older request's KV: causal masking (and, on the
-            # CPU, attending over the written slots only) keeps them out, so no reset is needed.
-            positions = torch.arange(start, start + len(part.tokens), device=self.device)[None]
-            if part.key is None:  # the target text, last: it gives the first frame
-                frame = model.generate_frame(part.tokens[None], part.mask[None], positions, temperature, topk)
-            else:
-                model.backbone_hidden(part.tokens[None], part.mask[None], positions)
-            start += len(part.tokens)
-        self._cached_segments = [part.key for part in parts[:-1]]
-        self._cached_epoch = model.cache_epoch
-        return frame
+        with self._lock:
+            info.prompt_frames = sum(len(part.tokens) for part in parts)
+            yield from self._takes_audio(parts, max_frames, temperature, topk, info)
 
-    @torch.inference_mode()
-    def _frames(self, parts, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
-        """Yield chunks of codes [N, f] until an all-zero frame (not included) or max_frames."""
-        frame = self._prefill(parts, temperature, topk, info)
-        prompt_len = info.prompt_frames
-        pending: list[Tensor] = []
-        chunk_size = FIRST_CHUNK_FRAMES
-        for step in range(max_frames):
-            if step > 0:
-                position = torch.full((1, 1), prompt_len + step - 1, device=self.device)
-                frame = self.frame_step(frame, position, temperature, topk)  # [1, N]
-            pending.append(frame)
-            if len(pending) == chunk_size or step == max_frames - 1:
-                chunk = torch.cat(pending).T  # [N, f]
-                pending, chunk_size = [], CHUNK_FRAMES
-                ended = (chunk == 0).all(dim=0)
-                if ended.any():  # the one host sync per chunk
-                    chunk = chunk[:, : int(ended.nonzero()[0])]
-                    info.ended_by_model = True
-                info.frames += chunk.shape[1]
-                if chunk.shape[1]:
-                    # Codes the codec has no entry for (the model's vocabulary has 3 more) are never
-                    # produced by the trained model; clamp rather than fail deep inside the codec.
-                    chunk = chunk.clamp(max=self.codec.codebook_size - 1)
-                    codes = chunk.cpu()
-                    info.codes = codes if info.codes is None else torch.cat([info.codes, codes], dim=1)
-                    yield chunk
-                if info.ended_by_model:
-                    return
+    def _takes_audio(self, parts, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
+        """Take 0's audio chunks as they come. Every take's chunks are decoded by its own streaming
+        decoder (so each is cut as take 0 is), the others' after take 0's chunk is yielded; each take's
+        whole audio is in `info.takes` at the end."""
+        torch.manual_seed(info.seed)
+        decoders = [self.codec.stream_decoder() for _ in info.takes]
+        pieces: list[list[Tensor]] = [[] for _ in info.takes]
+        try:
+            for chunks in self._loop.run(parts, max_frames, temperature, topk, info, self.codec.codebook_size - 1):
+                for take, codes in enumerate(chunks):
+                    if codes.shape[1]:
+                        pieces[take].append(decoders[take].decode(codes).cpu())
+                        if take == 0:
+                            yield pieces[0][-1]
+        finally:  # also when the stream is closed early: each take's audio so far
+            for take, audio in zip(info.takes, pieces):
+                take.audio = torch.cat(audio) if audio else torch.zeros(0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 FRAME_MS = 80  # Mimi: 12.5 frames per second
+MAX_TAKES = 4  # versions of a turn generated in one pass; each is a row of the KV cache
 
 
 @dataclass
@@ -62,6 +63,13 @@ def check_max_length(max_audio_length_ms) -> None:
 def check_seed(seed) -> None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+
+
+def check_takes(takes) -> None:
+    if isinstance(takes, bool) or not isinstance(takes, int) or not 1 <= takes <= MAX_TAKES:
+        raise ValueError(
+            f"takes (versions of the turn made at once) must be an integer from 1 to {MAX_TAKES}, got {takes!r}"
+        )
 
 
 def check_segment(segment: Segment, index: int, samples_per_frame: int, sample_rate: int) -> None:

@@ -149,10 +149,9 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        # All rows of a batch advance together, so row 0's positions address every row.
-        self.k.index_copy_(2, positions, k)
-        self.v.index_copy_(2, positions, v)
-        return self.k, self.v
+        # All rows of a batch advance together, so row 0's positions address every row. A batch may
+        # use only the first rows (a batch-1 prefill in a cache set up for several takes).
+        return self.k[: len(k)].index_copy_(2, positions, k), self.v[: len(v)].index_copy_(2, positions, v)
 
     def reset(self) -> None:
         self.k.zero_()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from csm.frame_step import FrameStep
-from csm.generator import Segment, load_csm_1b
+from csm.generator import MAX_TAKES, Segment, load_csm_1b
 from csm.tiny import tiny_checkpoint_dir
 
 
@@ -57,6 +57,52 @@ def test_cuda_graph_step_equals_eager_step_when_sampling():
     frame = torch.randint(1, 2000, (1, model.num_codebooks), device="cuda")
     position = torch.tensor([[5]], device="cuda")
     assert torch.equal(graphed(frame, position, 0.9, 1), eager(frame, position, 0.9, 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_each_number_of_takes_gets_its_own_graph_equal_to_the_eager_step():
+    generator = load_csm_1b(device="cuda", repo_id=str(tiny_checkpoint_dir()), dtype=torch.float32)
+    model = generator.model
+    model.setup_caches(MAX_TAKES)  # a row per take (the generator's graphs notice: they are captured anew)
+    eager, graphed = FrameStep(model, use_cuda_graph=False), FrameStep(model, use_cuda_graph=True)
+    for rows in (1, 3):
+        graphed.prepare(0.9, 1, rows)
+    assert set(graphed.graphs) == {(1, 0.9, 1), (3, 0.9, 1)}
+    frame = torch.randint(1, 2000, (3, model.num_codebooks), device="cuda")
+    position = torch.tensor([[5]], device="cuda")
+    assert torch.equal(graphed(frame, position, 0.9, 1), eager(frame, position, 0.9, 1))
+    assert torch.equal(graphed(frame[:1], position, 0.9, 1), eager(frame[:1], position, 0.9, 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_takes_on_cuda_replay_their_graph_like_the_eager_pass(monkeypatch):
+    generator = load_csm_1b(device="cuda", repo_id=str(tiny_checkpoint_dir()), dtype=torch.float32)
+    t = torch.arange(24_000) / 24_000
+    context = [Segment(0, "a context turn", 0.3 * torch.sin(2 * torch.pi * 220 * t))]
+
+    def takes_codes(topk: int, seed: int) -> list[torch.Tensor]:
+        generator.generate_takes("Takes.", 1, context, max_audio_length_ms=1600, topk=topk, seed=seed, takes=3)
+        return [take.codes for take in generator.last_generation.takes]
+
+    greedy, sampled = takes_codes(1, 0), takes_codes(50, 3)
+    assert (3, 0.9, 1) in generator.frame_step.graphs and (3, 0.9, 50) in generator.frame_step.graphs
+    assert greedy[0].shape[1] > 4 and all(torch.equal(codes, greedy[0]) for codes in greedy)
+    assert all(torch.equal(a, b) for a, b in zip(sampled, takes_codes(50, 3)))  # the seed reproduces them
+    assert not torch.equal(sampled[0], sampled[1])
+    monkeypatch.setattr(generator, "frame_step", FrameStep(generator.model, use_cuda_graph=False))
+    assert all(torch.equal(a, b) for a, b in zip(greedy, takes_codes(1, 0)))  # replayed as run eagerly
+
+
+def test_graphs_are_dropped_once_the_caches_they_read_are_set_up_anew():
+    model = load_csm_1b(device="cpu", repo_id=str(tiny_checkpoint_dir()), dtype=torch.float32).model
+    step = FrameStep(model)
+    step.prepare(0.9, 50)
+    step.graphs[(1, 0.9, 50)] = ("a graph captured on these caches", None)
+    step.prepare(0.9, 50)
+    assert (1, 0.9, 50) in step.graphs
+    model.setup_caches(MAX_TAKES)  # as the generator does for the first request with several takes
+    step.prepare(0.9, 50, rows=2)
+    assert not step.graphs  # its replays would read the old caches
 
 
 class FakeStream:
