@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import soundfile as sf
 from gradio.data_classes import FileData, GradioRootModel
 from gradio.utils import get_upload_folder, is_in_or_equal
 from pydantic import ValidationError
 
+from csm.audio import save_wav
 from studio.errors import InputError, user_facing_errors
 from studio.inputs import (
     DEFAULT_MAX_SECONDS,
     MAX_CLIPS,
     MAX_SPEAKER_ID,
+    SAMPLE_RATE,
     TURN_GAP_S,
     check_line,
     check_speaker,
     parse_script,
     shown,
 )
-from studio.jobs import CLIP_WORK, ONE_AT_A_TIME
+from studio.jobs import CLIP_WORK, ONE_AT_A_TIME, TAKE_LABELS
+from studio.outputs import stitch
 from studio.report import Result
 from studio.service import Studio, Voice
 
@@ -92,10 +97,23 @@ def api_voices(voices) -> list[Voice]:
     return chosen
 
 
+def takes_one_after_another(paths: list[Path]) -> tuple[Path, list[dict]]:
+    """/generate's takes in its one audio output: A, B, ... TURN_GAP_S apart, and where each one is."""
+    audios = [sf.read(path, dtype="float32")[0] for path in paths]
+    places, start = [], 0.0
+    for label, path, audio in zip(TAKE_LABELS, paths, audios):
+        places.append({"take": label, "start_seconds": round(start, 3), "seconds": round(len(audio) / SAMPLE_RATE, 3),
+                       "file": path.name})  # fmt: skip
+        start += len(audio) / SAMPLE_RATE + TURN_GAP_S
+    joined = paths[0].parent / "takes.wav"
+    save_wav(joined, stitch(audios), SAMPLE_RATE)
+    return joined, places
+
+
 def api_handlers(studio: Studio):
-    def run(lines, context_audio, context_text, context_speakers, voices, settings, request) -> Result:
+    def run(lines, context_audio, context_text, context_speakers, voices, settings, request, takes=1) -> Result:
         context, started = (context_audio, context_text, context_speakers), time.perf_counter()
-        job = studio.prepare(lines, api_voices(voices), context, settings, session=request.session_hash)
+        job = studio.prepare(lines, api_voices(voices), context, settings, session=request.session_hash, takes=takes)
         job.requested_at = started  # first audio counts from the request's start, its clips' reading included
         result = None
         for result in studio.run(job):  # only the last event, the Result, is kept
@@ -108,23 +126,28 @@ def api_handlers(studio: Studio):
     # context_audio defaults to None here: its component's empty list does not tell the API it is optional.
     def generate(
         text, speaker, context_audio=None, context_text=None, context_speakers=None, voices=None, temperature=0.9,
-        topk=50, max_seconds=DEFAULT_MAX_SECONDS, seed=-1, request: gr.Request = None,
+        topk=50, max_seconds=DEFAULT_MAX_SECONDS, seed=-1, takes=1, request: gr.Request = None,
     ):  # fmt: skip
         with user_facing_errors():
             studio.require_generator()  # said first: without the model nothing else matters
             result = run([check_line(text, speaker)], context_audio, context_text, context_speakers, voices,
-                         (temperature, topk, max_seconds, seed), request)  # fmt: skip
-            return str(result.audio_path), result.info(studio.description)
+                         (temperature, topk, max_seconds, seed), request, takes)  # fmt: skip
+            info = result.info(studio.description)
+            if not result.take_paths:
+                return str(result.audio_path), info
+            path, info["takes"] = takes_one_after_another(result.take_paths[0])
+            return str(path), info
 
     def generate_script(
         script, context_audio=None, context_text=None, context_speakers=None, voices=None, temperature=0.9, topk=50,
-        max_seconds=DEFAULT_MAX_SECONDS, seed=-1, request: gr.Request = None,
+        max_seconds=DEFAULT_MAX_SECONDS, seed=-1, takes=1, request: gr.Request = None,
     ):  # fmt: skip
         with user_facing_errors():
             studio.require_generator()
             result = run(parse_script(script), context_audio, context_text, context_speakers, voices,
-                         (temperature, topk, max_seconds, seed), request)  # fmt: skip
-            return str(result.audio_path), [str(p) for p in result.turn_paths], result.info(studio.description)
+                         (temperature, topk, max_seconds, seed), request, takes)  # fmt: skip
+            files = [p for paths in result.take_paths for p in paths] or result.turn_paths  # turn by turn, A first
+            return str(result.audio_path), [str(p) for p in files], result.info(studio.description)
 
     def detect(audio):
         with user_facing_errors():
@@ -152,6 +175,7 @@ def api_endpoints(studio: Studio) -> None:
             gr.Number(50, label="topk"),
             gr.Number(DEFAULT_MAX_SECONDS, label="max_seconds"),
             gr.Number(-1, label="seed"),
+            gr.Number(1, label="takes"),
         ]
         audio = gr.Audio(type="filepath", format="wav", label="audio")
         conversation = gr.Audio(type="filepath", format="wav", label="conversation")

@@ -92,6 +92,13 @@ def check_text(text, name: str = "The text") -> str:
     return text
 
 
+def check_takes(takes) -> int:
+    """How many versions of each turn to make in one pass (csm's MAX_TAKES at most)."""
+    from csm.generator import MAX_TAKES
+
+    return whole_number(takes, "Takes", 1, MAX_TAKES, hint=" (versions of each turn, made in one pass)")
+
+
 def check_line(text, speaker) -> Line:
     return Line(check_speaker(speaker), check_text(text))
 

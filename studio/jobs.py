@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from csm.generator import FRAME_MS, Segment, load_csm_1b
+from csm.generator import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, FRAME_MS, Segment, load_csm_1b
 from studio.errors import user_facing_errors
 from studio.inputs import MAX_REQUEST_SECONDS, SAMPLE_RATE, Line, Settings
 from studio.watermark import load_watermarker
@@ -25,6 +25,9 @@ from studio.watermark import load_watermarker
 GPU_BASE_S = 10
 GPU_S_PER_AUDIO_S = 1.0
 GPU_MAX_S = int(GPU_BASE_S + GPU_S_PER_AUDIO_S * MAX_REQUEST_SECONDS)
+
+
+TAKE_LABELS = "ABCD"
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Job:
     # was made): first audio is measured from it. On Linux perf_counter is system-wide, so a ZeroGPU worker
     # process reads the same clock.
     requested_at: float = field(default_factory=time.perf_counter)
+    takes: int = 1  # versions of each turn, made in one pass; take A (0) streams and continues the conversation
+    first_turn: int = 0  # the index of the job's first line in its script: a redo of turn k starts at k
 
 
 @dataclass
@@ -72,6 +77,7 @@ class TurnReport:
     first_audio_from_turn_s: float | None = None  # this turn's start (before its prompt is read) -> its first chunk
     real_time_factor: float | None = None  # generation_s / seconds: below 1 is faster than real time
     frames_per_s: float | None = None  # frames / generation_s, prompt reading included
+    takes: list[dict] = field(default_factory=list)  # with several takes: each one's frames, seconds, end
 
 
 @dataclass
@@ -90,8 +96,9 @@ class TurnStarted:
 
 @dataclass
 class TurnDone:
-    audio: np.ndarray
+    audio: np.ndarray  # take A's
     report: TurnReport
+    other_takes: list[np.ndarray] = field(default_factory=list)  # takes B, C, D (watermarked like A)
 
 
 def finished_report(report: TurnReport, audio: np.ndarray, started: float, **changes) -> TurnReport:
@@ -121,7 +128,8 @@ def with_context(report: TurnReport, info, history: list[ContextClip], hide_reus
 
 def gpu_seconds(job: Job) -> int:
     """The ZeroGPU duration for a job (spaces.GPU calls it with the job)."""
-    return int(min(GPU_MAX_S, GPU_BASE_S + GPU_S_PER_AUDIO_S * job.settings.max_seconds * len(job.lines)))
+    per_turn = GPU_S_PER_AUDIO_S * job.settings.max_seconds * (1 + 0.3 * (job.takes - 1))  # takes share a pass
+    return int(min(GPU_MAX_S, GPU_BASE_S + per_turn * len(job.lines)))
 
 
 _generation_lock = threading.Lock()  # one job at a time: a script's turns run back to back
@@ -143,7 +151,6 @@ def run_job(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
 def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
     generator = load_csm_1b(**job.model_key)  # cached: no loading here
     marker = load_watermarker(**job.watermark) if job.watermark is not None else None
-    settings = job.settings
     with _generation_lock:
         # The KV the first turn reuses was left by the job before: reported only if that was this
         # user's own, as the amount would tell one user about another's prompt.
@@ -151,38 +158,74 @@ def generate_lines(job: Job) -> Iterator[Chunk | TurnStarted | TurnDone]:
         previous, _last_session[0] = _last_session[0], None
         private = job.session is None or previous != job.session
         history = list(job.context)
-        pinned = sum(clip.is_prompt for clip in history)  # the prompts lead the context
-        for index, line in enumerate(job.lines):
-            report = TurnReport(index, line.speaker, line.text, job.seed + index, voice=job.voices.get(line.speaker))
-            started, chunks = time.perf_counter(), []
-            stream = generator.generate_stream(
-                line.text,
-                line.speaker,
-                [clip.segment for clip in history],
-                max_audio_length_ms=settings.max_frames * FRAME_MS,
-                temperature=settings.temperature,
-                topk=settings.topk,
-                seed=report.seed,
-                pinned=pinned,
-            )
-            try:
-                for chunk in stream:
-                    samples = chunk.float().numpy() if marker is None else marker.mark(chunk.float().numpy())
-                    if not chunks:  # the prompt is fitted by now: what it left out is known
-                        report = with_first_audio(report, job, started)  # marked, so ready to be heard
-                        report = with_context(report, stream.info, history, hide_reuse=private and index == 0)
-                        _last_session[0] = job.session  # the cache now holds this job's prompt
-                        yield TurnStarted(report, started)
-                    chunks.append(samples)
-                    yield Chunk(index, samples)
-            finally:  # a Stop closes this generator mid-turn: free the model for the next request now
-                stream.close()
-            audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-            info = stream.info
-            report = with_context(report, info, history, hide_reuse=private and index == 0)
-            report = finished_report(report, audio, started, frames=info.frames,
-                                     ended_by_model=info.ended_by_model)  # fmt: skip
-            yield TurnDone(audio, report)
-            if len(audio) >= generator.codec.samples_per_frame:  # an empty turn cannot be context
-                segment = Segment(line.speaker, line.text, torch.from_numpy(audio))
-                history.append(ContextClip(segment, f"turn {index + 1} of this run"))
+        for i, line in enumerate(job.lines):
+            done = yield from generate_turn(job, generator, marker, history, i, hide_reuse=private and i == 0)
+            if len(done.audio) >= generator.codec.samples_per_frame:  # an empty turn cannot be context
+                segment = Segment(line.speaker, line.text, torch.from_numpy(done.audio))
+                history.append(ContextClip(segment, f"turn {done.report.index + 1} of this run"))
+
+
+def generate_turn(job: Job, generator, marker, history: list[ContextClip], i: int, hide_reuse: bool):
+    """One line of the job, in the context of `history`: its chunks as they come (take A's), then its TurnDone."""
+    line, settings, index = job.lines[i], job.settings, job.first_turn + i
+    report = TurnReport(index, line.speaker, line.text, job.seed + i, voice=job.voices.get(line.speaker))
+    started, chunks = time.perf_counter(), []
+    stream = generator.generate_stream(
+        line.text,
+        line.speaker,
+        [clip.segment for clip in history],
+        max_audio_length_ms=settings.max_frames * FRAME_MS,
+        temperature=settings.temperature,
+        topk=settings.topk,
+        seed=report.seed,
+        pinned=sum(clip.is_prompt for clip in history),  # the prompts lead the context
+        takes=job.takes,
+    )
+    try:
+        for chunk in stream:
+            samples = chunk.float().numpy() if marker is None else marker.mark(chunk.float().numpy())
+            if not chunks:  # the prompt is fitted by now: what it left out is known
+                report = with_first_audio(report, job, started)  # marked, so ready to be heard
+                report = with_context(report, stream.info, history, hide_reuse)
+                _last_session[0] = job.session  # the cache now holds this job's prompt
+                yield TurnStarted(report, started)
+            chunks.append(samples)
+            yield Chunk(index, samples)
+    finally:  # a Stop closes this generator mid-turn: free the model for the next request now
+        stream.close()
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    info = stream.info
+    report = with_context(report, info, history, hide_reuse)
+    report = finished_report(report, audio, started, frames=info.frames, ended_by_model=info.ended_by_model)
+    others = [marked_like_a_stream(take.audio, marker, generator.codec.samples_per_frame) for take in info.takes[1:]]
+    if job.takes > 1:
+        report = replace(report, takes=take_summaries(info.takes))
+    done = TurnDone(audio, report, others)
+    yield done
+    return done
+
+
+def marked_like_a_stream(audio, marker, samples_per_frame: int) -> np.ndarray:
+    """A take's whole audio, watermarked chunk by chunk at the streamed take's chunk sizes: so it is
+    what it would be had it streamed, and any take's WAV is the watermarker over the generator's chunks."""
+    audio = np.zeros(0, np.float32) if audio is None else audio.float().numpy()
+    if marker is None:
+        return audio
+    bounds = [0, FIRST_CHUNK_FRAMES * samples_per_frame]
+    while bounds[-1] < len(audio):
+        bounds.append(bounds[-1] + CHUNK_FRAMES * samples_per_frame)
+    pieces = [marker.mark(audio[a:b]) for a, b in zip(bounds, bounds[1:]) if len(audio[a:b])]
+    return np.concatenate(pieces) if pieces else audio
+
+
+def take_summaries(takes) -> list[dict]:
+    """Each take's frames, length and end, as reports and the API give them: take A first."""
+    return [
+        {
+            "take": TAKE_LABELS[i],
+            "frames": take.frames,
+            "seconds": round(take.frames * FRAME_MS / 1000, 3),
+            "ended_by_model": take.ended_by_model,
+        }  # fmt: skip
+        for i, take in enumerate(takes)
+    ]

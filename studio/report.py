@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from studio.inputs import SAMPLE_RATE, TURN_GAP_S
@@ -23,6 +23,7 @@ class Result:
     warnings: list[str]
     stopped: bool = False  # by the user's Stop
     error: str | None = None  # a failure that ended the job after some audio: what came before is kept
+    take_paths: list[list[Path]] = field(default_factory=list)  # with several takes: each turn's, A first
 
     def info(self, model: str) -> dict:
         return {
@@ -30,11 +31,19 @@ class Result:
             "seconds": round(self.seconds, 3),
             "sample_rate": SAMPLE_RATE,
             "gap_seconds": TURN_GAP_S if self.planned_turns > 1 else 0.0,
-            "turns": [asdict(t) for t in self.turns],
+            "turns": [self.turn_info(i) for i in range(len(self.turns))],
             "warnings": self.warnings,
             "elapsed_seconds": round(self.elapsed_s, 3),
             "model": model,
         }
+
+    def turn_info(self, i: int) -> dict:
+        """A turn's report; with several takes, each take's file name beside its figures."""
+        info = asdict(self.turns[i])
+        if self.take_paths:
+            for take, path in zip(info["takes"], self.take_paths[i]):
+                take["file"] = path.name
+        return info
 
 
 def numbers(values: list[int]) -> str:

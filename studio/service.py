@@ -30,9 +30,10 @@ from studio.inputs import (
     Line,
     Settings,
     check_speaker,
+    check_takes,
     plural,
 )
-from studio.jobs import Chunk, ContextClip, Job, TurnDone, TurnStarted, finished_report, run_job
+from studio.jobs import TAKE_LABELS, Chunk, ContextClip, Job, TurnDone, TurnStarted, finished_report, run_job
 from studio.outputs import line_file_name, new_output_dir, stitch, turn_file_name
 from studio.presets import PresetLibrary
 from studio.report import Result, result_warnings
@@ -199,6 +200,8 @@ class Studio:
         `turns` is the conversation so far as (paths, transcripts, speakers); `settings` as
         (temperature, topk, max_seconds, seed), as typed; `options` go to build_job.
         """
+        if "takes" in options:  # said before any clip is read
+            options["takes"] = check_takes(options["takes"])
         settings = Settings.parse(*settings)
         check_request_seconds(len(lines), settings)
         own = [(voice.path, f"speaker {voice.speaker}'s own voice") for voice in voices if voice.preset_id is None]
@@ -245,7 +248,7 @@ class Studio:
         return clips
 
     def build_job(self, lines: list[Line], voices: list[Voice], turns: list[ContextClip], settings: Settings,
-                  note_unused_voices: bool = True, session: str | None = None) -> Job:  # fmt: skip
+                  note_unused_voices: bool = True, session: str | None = None, takes=1, first_turn=0) -> Job:  # fmt: skip
         """Check every voice, clip and line, and that they fit the model's window, before any GPU time is spent.
 
         A voice prompt is used only for a speaker who speaks (a line or a context turn): another would only
@@ -273,7 +276,8 @@ class Studio:
             notes.append(f"{speakers_phrase(unvoiced)} {'has' if len(unvoiced) == 1 else 'have'} no voice prompt "
                          "and no earlier turn, so the model picked a voice at random.")  # fmt: skip
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-        return Job(self.model_key, lines, context, settings, seed, names, notes, session, self.watermark_key)
+        return Job(self.model_key, lines, context, settings, seed, names, notes, session, self.watermark_key,
+                   takes=check_takes(takes), first_turn=first_turn)  # fmt: skip
 
     def check_fits(self, generator: Generator, lines: list[Line], context: list[ContextClip], settings) -> None:
         """Refuse a line, or a single clip, that cannot fit the window next to the longest reply."""
@@ -336,15 +340,11 @@ class Studio:
         yield self.finish(job, turns, started, stopped=error is None and len(turns) < len(job.lines), error=error)
 
     def finish(self, job: Job, turns: list[TurnDone], started: float, stopped=False, error=None) -> Result:
-        """Write each turn (and for a script the stitched conversation) as 24 kHz 16-bit WAV."""
-        script, turn_paths, audio, audio_path = len(job.lines) > 1, [], None, None
+        """Write each turn and take (and for a script the stitched conversation of takes A) as 24 kHz 16-bit WAV."""
+        script, audio, audio_path = len(job.lines) > 1 or job.first_turn > 0, None, None
         folder = new_output_dir() if turns else None
-        for done in turns:
-            r = done.report
-            name = turn_file_name(r.index, r.speaker, r.voice, r.stopped) if script else line_file_name(
-                r.speaker, r.voice, r.seed, r.stopped)  # fmt: skip
-            save_wav(folder / name, done.audio, SAMPLE_RATE)
-            turn_paths.append(folder / name)
+        take_paths = [save_takes(folder, done, script) for done in turns]
+        turn_paths = [paths[0] for paths in take_paths]
         if turns and not script:
             audio, audio_path = turns[0].audio, turn_paths[0]
         elif turns:
@@ -362,7 +362,20 @@ class Studio:
             warnings=job.notes + result_warnings(reports, len(job.lines)),
             stopped=stopped,
             error=error,
+            take_paths=take_paths if job.takes > 1 else [],
         )
+
+
+def save_takes(folder: Path, done: TurnDone, script: bool) -> list[Path]:
+    """A turn's WAVs: take A under the turn's name, takes B, C, D with their letter added."""
+    r, paths = done.report, []
+    name = turn_file_name(r.index, r.speaker, r.voice, r.stopped) if script else line_file_name(
+        r.speaker, r.voice, r.seed, r.stopped)  # fmt: skip
+    for i, audio in enumerate([done.audio, *done.other_takes]):
+        path = folder / (name if i == 0 else name.replace(".wav", f"-take-{TAKE_LABELS[i]}.wav"))
+        save_wav(path, audio, SAMPLE_RATE)
+        paths.append(path)
+    return paths
 
 
 def without_server_paths(message: str, model_name: str) -> str:

@@ -244,6 +244,8 @@ def context_of(clip, text="Some words.", speaker=0) -> dict:
 
 BAD_REQUESTS = {
     "empty text": ("/generate", lambda clips: {"text": "   "}, "The text is empty"),
+    "five takes": ("/generate", lambda clips: {"text": "Hi", "takes": 5}, "Takes must be a whole number from 1 to 4"),
+    "no takes": ("/generate_script", lambda clips: {"script": "[0] Hi", "takes": 0}, "Takes must be a whole number"),
     "huge text": ("/generate", lambda clips: {"text": "blah " * 3000}, "characters long; one turn can be at most"),
     "script line without a speaker tag": (
         "/generate_script",
@@ -472,3 +474,44 @@ def test_the_readme_api_example_runs(tiny_app, monkeypatch):
     assert 'api_name="/infer"' in infer_example
     exec(compile(infer_example, "README.md", "exec"), names)  # the same client
     read(names["infer_path"])
+
+
+def test_takes_of_a_line_come_back_one_after_another_and_repeat_with_their_seed(tiny_client):
+    args = {"text": "Which one sounds best?", "speaker": 1, "voices": {"1": "maple"}, "seed": 11, **FAST}
+    path, info = tiny_client.predict(**args, takes=3, api_name="/generate")
+    takes = info["takes"]
+    assert [t["take"] for t in takes] == ["A", "B", "C"] and Path(path).name == "takes.wav"
+    audio, rate = sf.read(path, dtype="float32")
+    assert rate == RATE and takes[0]["start_seconds"] == 0
+    for before, after in zip(takes, takes[1:]):
+        assert after["start_seconds"] == pytest.approx(before["start_seconds"] + before["seconds"] + 0.25, abs=1e-3)
+    assert len(audio) / RATE == pytest.approx(takes[-1]["start_seconds"] + takes[-1]["seconds"], abs=1e-3)
+    report = info["turns"][0]["takes"]
+    assert [t["file"] for t in report] == [t["file"] for t in takes]
+    assert report[1]["file"] == "speaker1-maple-seed11-take-B.wav"
+    pieces = [audio[round(t["start_seconds"] * RATE) :][: round(t["seconds"] * RATE)] for t in takes]
+    assert not np.array_equal(pieces[0], pieces[1])  # each take samples its own way
+    again, _ = tiny_client.predict(**args, takes=3, api_name="/generate")
+    assert Path(again).read_bytes() == Path(path).read_bytes()  # the same seed, the same takes
+    single, single_info = tiny_client.predict(**args, api_name="/generate")  # takes=1: as before
+    assert "takes" not in single_info and single_info["turns"][0]["takes"] == []
+    assert Path(single).name == "speaker1-maple-seed11.wav"
+
+
+def test_takes_of_a_script_every_take_a_file_and_take_a_in_the_conversation(tiny_client):
+    conversation, files, info = tiny_client.predict(
+        script="[0] Hey.\n[1] Hi there.", voices={"0": "river", "1": "maple"}, seed=3, takes=2, **FAST,
+        api_name="/generate_script",
+    )  # fmt: skip
+    assert [Path(f).name for f in files] == [
+        "turn-01-speaker0-river.wav", "turn-01-speaker0-river-take-B.wav",
+        "turn-02-speaker1-maple.wav", "turn-02-speaker1-maple-take-B.wav",
+    ]  # fmt: skip
+    assert [[t["file"] for t in turn["takes"]] for turn in info["turns"]] == [
+        [Path(f).name for f in files[:2]],
+        [Path(f).name for f in files[2:]],
+    ]
+    joined, _ = sf.read(conversation, dtype="float32")
+    a1, a2 = (sf.read(f, dtype="float32")[0] for f in (files[0], files[2]))
+    assert len(joined) == len(a1) + int(0.25 * RATE) + len(a2)
+    assert np.array_equal(joined[: len(a1)], a1)
