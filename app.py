@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 from studio.cli import parse_args, start_studio
 from studio.guard import SESSION_CAPACITY, BodyLimit, start_upload_sweeper
 from studio.inputs import MAX_UPLOAD
+from studio.ratings import RatingLog
 from studio.ui import build_app
 from studio.ui.style import CSS
 
@@ -31,7 +32,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
     studio = start_studio(args)
-    demo = build_app(studio, queue_size=args.queue_size)
+    demo = build_app(studio, queue_size=args.queue_size, ratings=RatingLog(args.ratings_dir, args.ratings_dataset))
     start_upload_sweeper(Path(get_upload_folder()))
     demo.launch(
         server_name=args.host,

@@ -31,7 +31,6 @@ from csm.hub import CheckpointError, looks_like_path
 from csm.limits import ConfigReader, check_codec_config, shown_value
 from csm.models import FLAVORS, ModelArgs, RopeScaling, TransformerArgs
 
-
 # ---------------------------------------------------------------------------------------------
 # Finding files (local folder or Hub repo)
 

@@ -28,7 +28,6 @@ from csm.models import Model, ModelArgs, TransformerArgs
 from csm.packing import cpu_computes_bf16, pack_linear_weights
 from csm.quantize import check_quantize, quantize_int8
 
-
 # ---------------------------------------------------------------------------------------------
 # Reading tensors
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import torch
 
+from studio.ratings import DEFAULT_RATINGS_DIR
 from studio.service import DEFAULT_MODEL, Studio
 from studio.ui import DEFAULT_QUEUE_SIZE
 from studio.watermark import DEFAULT_MESSAGE
@@ -42,6 +44,12 @@ def option_parser() -> argparse.ArgumentParser:
                         default=env("CSM_STUDIO_WATERMARK_MESSAGE") or DEFAULT_MESSAGE,
                         help="the 16-bit message the watermark carries, e.g. 0xC5A1 or 50593: what /detect "
                         f"calls 'made by this app' (default: $CSM_STUDIO_WATERMARK_MESSAGE or {DEFAULT_MESSAGE:#06x})")  # fmt: skip
+    parser.add_argument("--ratings-dir", type=Path, default=Path(env("CSM_STUDIO_RATINGS_DIR") or DEFAULT_RATINGS_DIR),
+                        help="where evaluators' ratings are kept: ratings.csv and the rated clips "
+                        f"(default: $CSM_STUDIO_RATINGS_DIR or ./{DEFAULT_RATINGS_DIR})")  # fmt: skip
+    parser.add_argument("--ratings-dataset", default=env("CSM_STUDIO_RATINGS_DATASET") or None,
+                        help="a Hub dataset repo id to push the ratings folder to every few minutes (private; "
+                        "needs HF_TOKEN with write access) (default: $CSM_STUDIO_RATINGS_DATASET, none)")  # fmt: skip
     return parser
 
 

@@ -60,6 +60,8 @@ class RatingLog:
         self._logger: gr.CSVLogger | None = None
         self._lock = threading.Lock()
         self._scheduler = None
+        # Made now, not in an event handler: gradio takes a component made inside one for an update.
+        self._columns = [gr.Textbox(label=name, render=False) for name in FIELDS]
 
     @property
     def table(self) -> Path:
@@ -69,7 +71,7 @@ class RatingLog:
         """On the first rating: the folder, the logger (one text column per field), the Hub push."""
         self.folder.mkdir(parents=True, exist_ok=True)
         logger = gr.CSVLogger(dataset_file_name=self.table.name, verbose=False)
-        logger.setup([gr.Textbox(label=name, render=False) for name in FIELDS], self.folder)
+        logger.setup(self._columns, self.folder)
         if self.dataset:
             from huggingface_hub import CommitScheduler
 

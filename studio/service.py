@@ -337,7 +337,8 @@ class Studio:
         if current is not None and pending:
             audio = np.concatenate(pending)
             turns.append(TurnDone(audio, finished_report(current, audio, turn_started, stopped=True)))
-        yield self.finish(job, turns, started, stopped=error is None and len(turns) < len(job.lines), error=error)
+        cut = len(turns) < len(job.lines) or any(done.report.stopped for done in turns)  # the last turn too
+        yield self.finish(job, turns, started, stopped=error is None and cut, error=error)
 
     def finish(self, job: Job, turns: list[TurnDone], started: float, stopped=False, error=None) -> Result:
         """Write each turn and take (and for a script the stitched conversation of takes A) as 24 kHz 16-bit WAV."""

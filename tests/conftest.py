@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
+RATINGS = ARTIFACTS / "ratings"  # the tiny app's ratings table
 
 
 def free_port() -> int:
@@ -67,8 +68,8 @@ class AppServer:
 
 @pytest.fixture(scope="session")
 def tiny_app():
-    """The app as a user starts it offline: `python app.py --model tiny`."""
-    server = AppServer("tiny", "--model", "tiny").wait_until_serving()
+    """The app as a user starts it offline: `python app.py --model tiny` (its ratings kept in tests/artifacts)."""
+    server = AppServer("tiny", "--model", "tiny", env={"CSM_STUDIO_RATINGS_DIR": str(RATINGS)}).wait_until_serving()
     yield server
     server.stop()
 

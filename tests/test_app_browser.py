@@ -6,6 +6,7 @@ Screenshots are written to tests/artifacts/.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -341,3 +342,74 @@ def test_a_result_and_an_earlier_turn_become_a_speakers_voice(page):
     page.locator(".use-turn-voice").first.click()
     page.wait_for_function("() => document.querySelector('#voice-1 input')?.value.startsWith('Own voice')")
     assert page.locator("#own-text-1 textarea").input_value() == "Use my voice from now on."
+
+
+def turn_audio(page, turn: int, take: int = 0) -> str:
+    """The file a result turn's take plays (the n-th player in the n-th turn)."""
+    return page.locator(f"#result-turn-{turn}").first.locator("audio").nth(take).get_attribute("src")
+
+
+def test_takes_side_by_side_keep_one_and_rate_it(page):
+    from tests.conftest import RATINGS
+
+    page.get_by_label("Script").check()
+    page.locator("#script-text textarea").fill("[0] First line.\n[1] Second line.")
+    page.locator("#takes input[type=number]").fill("3")
+    page.locator("#takes input[type=number]").press("Enter")
+    page.locator("#generate").click()
+    page.locator("#result-turn-1").first.wait_for(timeout=90_000)
+    first = page.locator("#result-turn-0").first
+    assert [first.locator(".result-take").nth(i).inner_text().split()[0] for i in range(3)] == ["A", "B", "C"]
+    assert "✓ kept" in first.locator(".result-take").nth(0).inner_text()
+    sources = "() => Array.from(document.querySelectorAll('#result-audio a')).map(a => a.href).join(' ')"
+    conversation = page.evaluate(sources)
+
+    first.locator(".result-take").nth(2).get_by_role("button", name="Keep this take").click()
+    page.wait_for_function(
+        "() => document.querySelector('#result-turn-0')?.querySelectorAll('.result-take')[2]?.innerText.includes('✓ kept')"
+    )
+    assert "made with the old turn 1" in page.locator("#result-turn-1").first.inner_text()  # turn 2 heard the old one
+    page.wait_for_function(f"() => ({sources})() !== {json.dumps(conversation)}")
+    page.get_by_role("button", name="⏩ Redo the rest (turns 2 on)").wait_for()
+
+    take_b = page.locator("#result-turn-0").first.locator(".result-take").nth(1)
+    take_b.locator("textarea, input[type=text]").first.fill("a bit fast")
+    take_b.locator(".rate-bad").click()
+    page.get_by_text("Rated turn 1 take B bad").first.wait_for()
+    rows = (RATINGS / "ratings.csv").read_text().splitlines()
+    assert any(",B," in row and "bad" in row and "a bit fast" in row for row in rows), rows
+    page.screenshot(path=str(ARTIFACTS / "browser-takes.png"), full_page=True)
+
+
+def test_blind_takes_hide_which_is_which_until_one_is_kept(page):
+    page.locator("#line-text textarea").fill("Which of us is it?")
+    page.locator("#takes input[type=number]").fill("4")
+    page.locator("#takes input[type=number]").press("Enter")
+    page.locator("#blind input").check()
+    page.locator("#generate").click()
+    page.locator(".result-take").nth(3).wait_for(timeout=90_000)
+    labels = [page.locator(".result-take").nth(i).inner_text() for i in range(4)]
+    assert [label.split()[:2] for label in labels] == [["Take", str(i + 1)] for i in range(4)]
+    assert not any("ended by" in label or "length limit" in label for label in labels)  # nothing to tell them apart
+    page.locator(".result-take").nth(1).get_by_role("button", name="Keep this take").click()
+    page.wait_for_function("() => document.querySelectorAll('.result-take')[1]?.innerText.includes('✓ kept')")
+    revealed = [page.locator(".result-take").nth(i).inner_text() for i in range(4)]
+    assert sorted(label.split()[0] for label in revealed) == ["A", "B", "C", "D"]  # now labelled, and their lengths
+    assert all(" s · " in label for label in revealed)
+
+
+def test_redo_a_middle_turn_keeps_the_turns_before_it(page):
+    page.get_by_label("Script").check()
+    page.locator("#script-text textarea").fill("[0] One.\n[1] Two.\n[0] Three.")
+    page.locator("#generate").click()
+    page.locator("#result-turn-2").first.wait_for(timeout=90_000)
+    before = [turn_audio(page, i) for i in range(3)]
+    page.locator("#result-turn-1").first.get_by_role("button", name="🔁 Redo (new seed)").click()
+    page.wait_for_function("() => document.querySelector('#result-turn-2')?.innerText.includes('made with the old turn 2')",
+                           timeout=90_000)  # fmt: skip
+    after = [turn_audio(page, i) for i in range(3)]
+    assert after[0] == before[0] and after[1] != before[1] and after[2] == before[2]
+    page.get_by_role("button", name="⏩ Redo the rest (turns 3 on)").click()
+    page.wait_for_function("() => !document.querySelector('#result-turn-2')?.innerText.includes('made with the old')",
+                           timeout=90_000)  # fmt: skip
+    assert turn_audio(page, 2) != after[2] and [turn_audio(page, i) for i in range(2)] == after[:2]

@@ -317,10 +317,11 @@ def test_load_csm_1b_is_cached_per_repo_device_and_dtype(generator, tmp_path):
 
 def test_original_layout_without_codec_or_tokenizer_explains_what_is_missing(tmp_path, monkeypatch):
     """An original-layout checkpoint carries neither tokenizer nor codec: offline, both errors say what to do."""
+    from transformers import CsmForConditionalGeneration
+
     from csm.loading import CheckpointError
     from csm.text import TokenizerError
     from tests.oracle import save_original_layout
-    from transformers import CsmForConditionalGeneration
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)

@@ -10,11 +10,11 @@ import soundfile as sf
 
 from studio import clips, inputs, jobs, outputs
 from studio.errors import InputError, sentence
-from studio.stops import StopSignals
 from studio.inputs import Line, Settings
 from studio.jobs import Chunk, TurnDone, TurnReport, TurnStarted
 from studio.report import Result, result_warnings
 from studio.service import TINY_MODEL, Studio, Voice
+from studio.stops import StopSignals
 
 RATE = 24_000
 

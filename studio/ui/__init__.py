@@ -7,6 +7,7 @@ import gradio as gr
 from studio.api import api_endpoints
 from studio.library import STORAGE_KEY, STORAGE_SECRET
 from studio.outputs import OUTPUT_TTL_S
+from studio.ratings import RatingLog
 from studio.service import Studio
 from studio.space_api import infer_endpoint
 from studio.ui.check import check_panel
@@ -15,12 +16,14 @@ from studio.ui.conversation import conversation_panel
 from studio.ui.events import Page
 from studio.ui.result import result_panel
 from studio.ui.style import INTRO, SHOWN_CARDS
+from studio.ui.turns import show_turns
 from studio.ui.voices import default_voice, my_voices_panel, speaker_choices, voices_panel
 
 DEFAULT_QUEUE_SIZE = 16
 
 
-def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks:
+def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE, ratings: RatingLog | None = None) -> gr.Blocks:
+    """The page and the API over `studio`; ratings go to `ratings` (by default ./ratings/ratings.csv)."""
     banner, kind = studio.banner()
     picks = [default_voice(studio.presets, speaker) for speaker in range(SHOWN_CARDS)]
     names = speaker_choices(studio.presets, picks)
@@ -28,8 +31,9 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks
         gr.Markdown(INTRO)
         gr.Markdown(banner, visible=bool(banner), elem_id="status-banner", elem_classes=[f"banner-{kind or 'none'}"])
         turns_state = gr.State([])  # the conversation so far, oldest first (see new_turn)
+        last_result = gr.State({})  # the last result's turns and takes (studio/ui/turns.py)
         library = gr.BrowserState([], storage_key=STORAGE_KEY, secret=STORAGE_SECRET)  # studio/library.py
-        pages = []  # the Page, once built: the conversation's rows wire "Use as voice" to it when shown
+        pages = []  # the Page, once built: the rows shown later (turns, takes) are wired by it
         with gr.Tabs():
             with gr.Tab("Generate"), gr.Row(equal_height=False):
                 with gr.Column(scale=3):
@@ -39,12 +43,13 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks
                     compose = compose_panel(names, can_generate=studio.can_generate)
                 with gr.Column(scale=2):
                     result = result_panel(names)
+                    gr.render(inputs=last_result)(lambda state: show_turns(state, pages[0]))
             with gr.Tab("Check a clip"):
                 check = check_panel()
         api_endpoints(studio)
         infer_endpoint(studio)  # the official Space's /infer
-        page = Page(studio, cards, (add_speaker, remove_speaker), compose, turns_state, conversation, result, check,
-                    my_voices)  # fmt: skip
+        page = Page(studio, cards, (add_speaker, remove_speaker), compose, (turns_state, last_result), conversation,
+                    result, check, my_voices, ratings or RatingLog())  # fmt: skip
         pages.append(page)
         page.wire(demo)
     demo.queue(max_size=queue_size, default_concurrency_limit=4)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from csm.generator import MAX_TAKES
 from studio.inputs import (
     DEFAULT_MAX_SECONDS,
     MAX_REQUEST_SECONDS,
@@ -54,6 +55,8 @@ class Compose:
     topk: gr.Slider
     max_seconds: gr.Slider
     seed: gr.Number
+    takes: gr.Slider
+    blind: gr.Checkbox
     meter: gr.HTML
     generate: gr.Button
     stop: gr.Button
@@ -61,7 +64,7 @@ class Compose:
     @property
     def inputs(self) -> set:
         return {self.mode, self.text, self.speaker, self.script, self.temperature, self.topk, self.max_seconds,
-                self.seed}  # fmt: skip
+                self.seed, self.takes, self.blind}  # fmt: skip
 
     def settings(self, data: dict) -> tuple:
         return data[self.temperature], data[self.topk], data[self.max_seconds], data[self.seed]
@@ -80,6 +83,16 @@ def settings_panel() -> tuple:
             seed = gr.Number(-1, precision=0, label="Seed", elem_id="seed",
                              info="-1 = random; the seed used is shown after each run")  # fmt: skip
     return temperature, topk, max_seconds, seed
+
+
+def takes_settings() -> tuple:
+    """Takes are outside the Settings accordion: comparing versions is what an evaluator comes for."""
+    with gr.Row(equal_height=True):
+        takes = gr.Slider(1, MAX_TAKES, value=1, step=1, label="Takes", elem_id="takes", scale=2,
+                          info="Versions of each turn, made side by side in one pass (A, B, C, D)")  # fmt: skip
+        blind = gr.Checkbox(False, label="Blind: shuffle the takes, hide which is which until one is kept",
+                            elem_id="blind", scale=1)  # fmt: skip
+    return takes, blind
 
 
 def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
@@ -101,6 +114,7 @@ def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
             value=SCRIPT_EXAMPLE, lines=6, max_lines=MAX_SCRIPT_TURNS, max_length=2 * MAX_SCRIPT_CHARS,
             elem_id="script-text",
         )  # fmt: skip
+    takes, blind = takes_settings()
     temperature, topk, max_seconds, seed = settings_panel()
     meter = gr.HTML("", elem_id="context-meter", padding=False)
     with gr.Row():
@@ -108,4 +122,4 @@ def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
                              interactive=can_generate)  # fmt: skip
         stop = gr.Button("■ Stop", variant="stop", size="lg", scale=1, elem_id="stop", interactive=can_generate)
     return Compose(mode, line_group, text, counter, speaker, examples, script_group, script, temperature, topk,
-                   max_seconds, seed, meter, generate, stop)  # fmt: skip
+                   max_seconds, seed, takes, blind, meter, generate, stop)  # fmt: skip

@@ -8,27 +8,28 @@ import time
 import gradio as gr
 import numpy as np
 
-from studio.clips import clip_note, read_clip
-from studio.errors import InputError, user_message
+from studio.clips import clip_note
+from studio.errors import user_message
 from studio.inputs import SAMPLE_RATE, TURN_GAP_S, check_line, parse_script, plural
 from studio.jobs import CLIP_WORK, ONE_AT_A_TIME, Chunk, Job, TurnDone
-from studio.library import SAVED_PREFIX, add_entry, checked_library, entry_file, find_entry, new_entry, remove_entry
 from studio.meter import describe_meter, measure
 from studio.outputs import wav_bytes
+from studio.ratings import RatingLog
 from studio.report import Result
 from studio.service import Studio
 from studio.stops import StopSignals
 from studio.ui.check import CheckPanel, describe_detection
 from studio.ui.compose import COUNTER_JS, Compose
-from studio.ui.conversation import ConversationPanel, add_earlier_turn, new_turn
+from studio.ui.conversation import ConversationPanel, add_earlier_turn
+from studio.ui.library_events import LibraryEvents
 from studio.ui.result import ResultPanel, describe_result
 from studio.ui.style import MAX_CARDS, PRIVATE, SHOWN_CARDS, STREAMING, UI_ONLY
+from studio.ui.takes_events import TakeEvents
+from studio.ui.turns import results_state, spoken_turns
 from studio.ui.voices import (
-    OWN_VOICE,
     MyVoices,
     SpeakerCard,
     default_voice,
-    describe_library,
     speaker_choices,
     voice_choices,
     voice_name,
@@ -36,20 +37,21 @@ from studio.ui.voices import (
 )
 
 
-class Page:
-    """The page's components, as the panels built them, and the events between them."""
+class Page(LibraryEvents, TakeEvents):
+    """The page's components, as the panels built them, and the events between them (those of the voice
+    library and of the result's turns are in their own modules, mixed in)."""
 
     def __init__(self, studio: Studio, cards: list[SpeakerCard], speaker_buttons: tuple, compose: Compose,
-                 turns_state: gr.State, conversation: ConversationPanel, result: ResultPanel, check: CheckPanel,
-                 my_voices: MyVoices):  # fmt: skip
+                 states: tuple[gr.State, gr.State], conversation: ConversationPanel, result: ResultPanel,
+                 check: CheckPanel, my_voices: MyVoices, ratings: RatingLog):  # fmt: skip
         self.studio, self.cards, self.compose, self.result, self.check = studio, cards, compose, result, check
-        self.my_voices = my_voices
+        self.my_voices, self.ratings = my_voices, ratings
         self.add_speaker, self.remove_speaker = speaker_buttons
-        self.turns_state, self.conversation = turns_state, conversation
+        self.turns_state, self.last_result = states  # the conversation so far; the last result's turns
+        self.conversation = conversation
         self.pickers = [card.picker for card in cards]
         self.speaker_pickers = [compose.speaker, conversation.speaker, result.use_speaker]
         self.shown = gr.State(SHOWN_CARDS)
-        self.last_result = gr.State({})  # the last run's seed, and its turns ready to join the conversation
         self.stops = StopSignals()
         self.clicked: dict[str, float] = {}  # session -> time.perf_counter() at its Generate click
 
@@ -112,86 +114,6 @@ class Page:
                                **UI_ONLY)  # fmt: skip
             card.picker.change(names, [self.shown, *self.pickers, *speakers], speakers, **UI_ONLY)
 
-    # -- voices kept in this browser, and "Use as voice" ---------------------------------------------
-
-    def pick_voice(self, choice, library) -> list:
-        """A card's voice picker changed: a preset is previewed; a saved voice fills the card's own clip."""
-        views = list(voice_views(self.studio.presets, choice))
-        entry = find_entry(library, choice) if (choice or "").startswith(SAVED_PREFIX) else None
-        if entry is None:
-            return [*views, gr.update(), gr.update()]
-        try:
-            return [*views, str(entry_file(entry)), entry["transcript"]]
-        except InputError as e:
-            gr.Warning(str(e))
-            return [*views, gr.update(), gr.update()]
-
-    def library_views(self, library, picks) -> list:
-        """The pickers offer the saved voices (a card on a deleted one keeps its clip, as an own voice),
-        then the list and the delete picker."""
-        library = checked_library(library)
-        choices = voice_choices(self.studio.presets, library)
-        offered = {value for _, value in choices}
-        pickers = [gr.update(choices=choices, value=pick if pick in offered else OWN_VOICE) for pick in picks]
-        return [*pickers, describe_library(library), gr.update(choices=[(e["name"], e["id"]) for e in library],
-                                                                value=None)]  # fmt: skip
-
-    def wire_library(self) -> None:
-        my, views = self.my_voices, [*self.pickers, self.my_voices.listing, self.my_voices.pick]
-        for card in self.cards:
-            card.save.click(self.save_voice, [my.library, card.own_audio, card.own_text, card.save_name, *self.pickers],
-                            [my.library, *views, card.save_name], **PRIVATE, **CLIP_WORK)  # fmt: skip
-        my.delete.click(self.delete_voice, [my.library, my.pick, *self.pickers], [my.library, *views], **UI_ONLY)
-        r = self.result
-        r.use_voice.click(self.result_voice, [self.last_result, r.use_turn, r.use_speaker, self.shown],
-                          self.card_clips, **PRIVATE)  # fmt: skip
-        pick_turn = lambda last, i: gr.update(value=last["turns"][i]["speaker"]) if last.get("turns") else gr.update()  # noqa: E731
-        r.use_turn.change(pick_turn, [self.last_result, r.use_turn], r.use_speaker, **UI_ONLY)
-
-    def save_voice(self, library, path, text, name, *picks) -> list:
-        try:
-            entry = new_entry(name, read_clip(path, "the clip").numpy(), text)
-            library = add_entry(library, entry)
-        except Exception as e:
-            gr.Warning(user_message(e))
-            return [gr.update()] * (len(picks) + 4)
-        gr.Info(f"Saved “{entry['name']}” in this browser: every speaker's voice list offers it now.")
-        return [library, *self.library_views(library, picks), ""]
-
-    def delete_voice(self, library, entry_id, *picks) -> list:
-        if not entry_id:
-            gr.Warning("Pick the saved voice to delete first.")
-            return [gr.update()] * (len(picks) + 3)
-        library = remove_entry(library, entry_id)
-        return [library, *self.library_views(library, picks)]
-
-    @property
-    def card_clips(self) -> list:
-        return [x for card in self.cards for x in (card.picker, card.own_audio, card.own_text)]
-
-    @property
-    def turn_voice_event(self) -> tuple:
-        """A conversation turn's "Use as voice": (handler, inputs, outputs) for its button."""
-        return self.use_as_voice, [self.shown], self.card_clips
-
-    def use_as_voice(self, speaker: int, path, text: str, count: int) -> list:
-        """Every card's (picker, clip, transcript): speaker's card takes the clip as its own voice."""
-        updates = [gr.update()] * len(self.card_clips)
-        if speaker not in range(count):
-            gr.Warning(f"Speaker {speaker} has no voice card on the page: press “+ Add speaker” first.")
-            return updates
-        updates[3 * speaker : 3 * speaker + 3] = [gr.update(value=OWN_VOICE), str(path), text]
-        gr.Info(f"Speaker {speaker} now uses this clip as its voice: it is in the speaker's card, to save or change.")
-        return updates
-
-    def result_voice(self, last: dict, turn, speaker, count) -> list:
-        turns = (last or {}).get("turns") or []
-        if not turns:
-            gr.Warning("There is no finished turn to take a voice from: generate one first.")
-            return [gr.update()] * len(self.card_clips)
-        chosen = turns[turn if isinstance(turn, int) and 0 <= turn < len(turns) else 0]
-        return self.use_as_voice(int(speaker), chosen["path"], chosen["text"], count)
-
     # -- what the user types and uploads -------------------------------------------------------------
 
     def wire_inputs(self) -> None:
@@ -248,14 +170,13 @@ class Page:
     def wire_generation(self, demo: gr.Blocks) -> None:
         c, r = self.compose, self.result
         inputs = self.request_inputs
-        outputs = [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, r.use_row, r.use_turn,
-                   r.use_speaker, self.last_result]  # fmt: skip
+        outputs = self.generation_outputs
         c.generate.click(self.arm, None, None, **UI_ONLY).then(self.generate, inputs, outputs,
                                                                    **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
         c.stop.click(self.stop, None, None, **UI_ONLY)
         demo.unload(self.forget)
         r.reuse_seed.click(lambda last: last["seed"], self.last_result, c.seed, **UI_ONLY)
-        keep = lambda turns, last: (turns + last["turns"], gr.update(visible=False))  # noqa: E731
+        keep = lambda turns, last: (turns + spoken_turns(last), gr.update(visible=False))  # noqa: E731
         r.keep.click(keep, [self.turns_state, self.last_result], [self.turns_state, r.keep], **PRIVATE)
 
     def arm(self, request: gr.Request) -> None:
@@ -276,10 +197,13 @@ class Page:
         lines = (
             parse_script(data[c.script]) if data[c.mode] == "Script" else [check_line(data[c.text], data[c.speaker])]
         )
-        voices = [v for card in self.cards[: data[self.shown]] if (v := card.voice(data)) is not None]
         turns = data[self.turns_state]
         context = ([t["path"] for t in turns], [t["text"] for t in turns], [t["speaker"] for t in turns])
-        return studio.prepare(lines, voices, context, c.settings(data), note_unused_voices=False, session=session)
+        return studio.prepare(lines, self.voices(data), context, c.settings(data), note_unused_voices=False,
+                              session=session, takes=data[c.takes])  # fmt: skip
+
+    def voices(self, data: dict) -> list:
+        return [v for card in self.cards[: data[self.shown]] if (v := card.voice(data)) is not None]
 
     def generate(self, data: dict, request: gr.Request):
         """Stream the run into the live player, then show the files and the report. The last result
@@ -289,7 +213,8 @@ class Page:
             job = self.job(data, request.session_hash)
             job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
             yield {r.status: f"*Generating {plural(len(job.lines), 'turn')}…*", r.live: None}
-            yield from self.stream(job, flag)
+            blind = data[self.compose.blind]
+            yield from self.stream(job, flag, lambda result: self.show(result, results_state(result, blind)))
         except Exception as e:
             message = user_message(e)
             gr.Warning(message)
@@ -297,7 +222,8 @@ class Page:
         finally:
             self.stops.release(request.session_hash, flag)
 
-    def stream(self, job: Job, flag):
+    def stream(self, job: Job, flag, finish):
+        """The job's chunks into the live player, progress in the status line, then `finish(result)`'s updates."""
         r, streamed_turn, done = self.result, 0, 0
         for event in self.studio.run(job, stop=flag):
             if isinstance(event, Chunk) and STREAMING and len(event.audio):
@@ -310,9 +236,16 @@ class Page:
                 done += 1
                 yield {r.status: f"*Generated turn {done} of {len(job.lines)}…*"}
             elif isinstance(event, Result):
-                yield self.show(event)
+                yield finish(event) if event.turns else self.show(event, None)
 
-    def show(self, result: Result) -> dict:
+    @property
+    def generation_outputs(self) -> list:
+        r = self.result
+        return [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, r.use_row, r.use_turn,
+                r.use_speaker, self.last_result]  # fmt: skip
+
+    def show(self, result: Result, state: dict | None) -> dict:
+        """A finished run's updates; `state` is the result's turns as the page keeps them from now on."""
         r = self.result
         if not result.turns:
             return {r.status: "■ Stopped before it started: the last result is as it was."}
@@ -320,27 +253,31 @@ class Page:
             gr.Warning(warning)
         if result.error:
             gr.Warning(result.error)
-        # The interrupted turn stops mid-sentence, so its transcript would not match: it is not offered.
-        spoken = [new_turn(path, t.text, t.speaker, t.seconds, t.voice)
-                  for path, t in zip(result.turn_paths, result.turns) if t.frames and not t.stopped]  # fmt: skip
         status = "■ Stopped: what was generated is kept below." if result.stopped else ""
         if result.error:
             status = f"⚠️ {result.error} What was generated before is kept below."
+        files = [take["path"] for turn in state["turns"] for take in turn["takes"]]
+        keep, use_row, use_turn = self.offer_turns(state)
         return {
             r.status: status,
-            r.audio: str(result.audio_path),
+            r.audio: state["conversation"],
             r.info: describe_result(result, self.studio.description),
-            r.files: gr.update(value=[str(p) for p in result.turn_paths], visible=result.planned_turns > 1),
+            r.files: gr.update(value=files, visible=len(files) > 1),
             r.reuse_seed: gr.update(value=f"♻ Reuse seed {result.seed}", visible=True),
-            r.keep: gr.update(visible=bool(spoken)),
-            r.use_row: gr.update(visible=bool(spoken)),
-            r.use_turn: gr.update(
-                choices=[(f"Turn {i + 1} · speaker {t['speaker']}", i) for i, t in enumerate(spoken)],
-                value=0,
-                visible=len(spoken) > 1,
-            ),  # fmt: skip
-            r.use_speaker: gr.update(value=spoken[0]["speaker"])
-            if spoken and spoken[0]["speaker"] < MAX_CARDS
-            else gr.update(),
-            self.last_result: {"seed": result.seed, "turns": spoken},
+            r.keep: keep,
+            r.use_row: use_row,
+            r.use_turn: use_turn,
+            r.use_speaker: self.speaker_of_first(state),
+            self.last_result: state,
         }
+
+    def offer_turns(self, state: dict) -> list:
+        """Add to the conversation, and Use as voice with its turn picker: offered for the finished turns."""
+        spoken = spoken_turns(state)
+        choices = [(f"Turn {i + 1} · speaker {t['speaker']}", i) for i, t in enumerate(spoken)]
+        return [gr.update(visible=bool(spoken)), gr.update(visible=bool(spoken)),
+                gr.update(choices=choices, value=0, visible=len(spoken) > 1)]  # fmt: skip
+
+    def speaker_of_first(self, state: dict):
+        spoken = spoken_turns(state)
+        return gr.update(value=spoken[0]["speaker"]) if spoken and spoken[0]["speaker"] < MAX_CARDS else gr.update()

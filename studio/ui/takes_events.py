@@ -1,0 +1,116 @@
+"""The result's turns on the page: keep a take, rate it, redo a turn or the turns after it.
+
+A part of the Page (studio/ui/events.py), kept apart as it is one concern: the rows are built by
+studio/ui/turns.py inside a gr.render, and the buttons they hold are wired here.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.errors import user_message
+from studio.inputs import Line
+from studio.jobs import ONE_AT_A_TIME, Job
+from studio.ratings import Rating
+from studio.ui.style import PRIVATE, UI_ONLY
+from studio.ui.turns import keep_take, kept, rate, replace_turns, take_path
+
+
+class TakeEvents:
+    """Mixed into the Page: it has studio, compose, result, last_result, ratings, stops, and the job helpers."""
+
+    rating_on = True
+
+    def keep_button(self, k: int, t: int) -> None:
+        button = gr.Button("Keep this take", size="sm", elem_classes=["keep-take"])
+        button.click(lambda last: self.kept_take(last, k, t), self.last_result, self.kept_outputs, **PRIVATE)
+
+    @property
+    def kept_outputs(self) -> list:
+        r = self.result
+        return [self.last_result, r.audio, r.keep, r.use_row, r.use_turn]
+
+    def kept_take(self, last: dict, k: int, t: int) -> list:
+        try:
+            last = keep_take(last, k, t)
+        except Exception as e:  # a file gone (outputs expire after hours): said, the state kept
+            gr.Warning(user_message(e))
+            return [gr.update()] * len(self.kept_outputs)
+        return [last, last["conversation"], *self.offer_turns(last)]
+
+    def rating_row(self, turn: dict, k: int, t: int) -> None:
+        rating = turn["takes"][t]["rating"]
+        with gr.Row(equal_height=True, elem_classes=["rating-row"]):
+            note = gr.Textbox(value=(rating or {}).get("note", ""), placeholder="A note (optional)", show_label=False,
+                              container=False, scale=3, min_width=100, max_length=500)  # fmt: skip
+            for verdict, mark in (("good", "👍"), ("bad", "👎")):
+                chosen = (rating or {}).get("verdict") == verdict
+                button = gr.Button(mark, size="sm", scale=0, min_width=44, variant="primary" if chosen else "secondary",
+                                   elem_classes=["rate-" + verdict])  # fmt: skip
+                button.click(lambda last, text, v=verdict: self.rated(last, k, t, v, text), [self.last_result, note],
+                             self.last_result, **PRIVATE)  # fmt: skip
+
+    def rated(self, last: dict, k: int, t: int, verdict: str, note: str) -> dict:
+        turn = last["turns"][k]
+        try:
+            rating = Rating(last["run"], turn["index"] + 1, turn["takes"][t]["label"], turn["speaker"], turn["text"],
+                            turn["seed"], verdict, note, model=self.studio.description)  # fmt: skip
+            self.ratings.add(rating, take_path(last, k, t))
+        except Exception as e:
+            gr.Warning(user_message(e))
+            return gr.update()
+        gr.Info(
+            f"Rated turn {turn['index'] + 1} take {turn['takes'][t]['label']} {verdict}: it is in the ratings table."
+        )
+        return rate(last, k, t, verdict, rating.note)
+
+    # -- redo ------------------------------------------------------------------------------------
+
+    def redo_button(self, label: str, k: int, same_seed: bool) -> None:
+        self.wire_redo(gr.Button(label, size="sm", elem_classes=["redo-turn"]), k, same_seed, rest=False)
+
+    def redo_rest_button(self, k: int) -> None:
+        button = gr.Button(f"⏩ Redo the rest (turns {k + 1} on)", size="sm", variant="primary",
+                           elem_classes=["redo-rest"])  # fmt: skip
+        self.wire_redo(button, k, same_seed=True, rest=True)
+
+    def wire_redo(self, button: gr.Button, k: int, same_seed: bool, rest: bool) -> None:
+        # A generator function with a typed request: gradio streams the former and injects the latter.
+        def handler(data: dict, request: gr.Request):
+            yield from self.redo(data, request, k, same_seed, rest)
+
+        inputs = self.request_inputs | {self.last_result}
+        button.click(self.arm, None, None, **UI_ONLY).then(handler, inputs, self.generation_outputs,
+                                                           **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
+
+    def redo_job(self, data: dict, k: int, same_seed: bool, rest: bool, session: str) -> Job:
+        """Turn k (and with `rest` the turns after it) in the context of the voices, the conversation and
+        the kept takes of the turns before it; the current settings, the turn's seed or a new one."""
+        c, turns = self.compose, data[self.last_result]["turns"]
+        lines = [Line(t["speaker"], t["text"]) for t in (turns[k:] if rest else turns[k : k + 1])]
+        before = [{"path": kept(t)["path"], "text": t["text"], "speaker": t["speaker"]} for t in turns[:k]]
+        context = [*data[self.turns_state], *before]
+        temperature, topk, max_seconds, _ = c.settings(data)
+        seed = turns[k]["seed"] if same_seed else -1
+        return self.studio.prepare(
+            lines, self.voices(data), ([t["path"] for t in context], [t["text"] for t in context],
+                                       [t["speaker"] for t in context]),
+            (temperature, topk, max_seconds, seed), note_unused_voices=False, session=session,
+            takes=data[c.takes], first_turn=turns[k]["index"],
+        )  # fmt: skip
+
+    def redo(self, data: dict, request: gr.Request, k: int, same_seed: bool, rest: bool):
+        r, flag, last = self.result, self.stops.flag(request.session_hash), data[self.last_result]
+        try:
+            job = self.redo_job(data, k, same_seed, rest, request.session_hash)
+            job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
+            what = f"turns {k + 1} to {len(last['turns'])}" if rest else f"turn {k + 1}"
+            yield {r.status: f"*Making {what} again…*", r.live: None}
+            finish = lambda result: self.show(result, replace_turns(last, result, data[self.compose.blind]))  # noqa: E731
+            yield from self.stream(job, flag, finish)
+        except Exception as e:
+            message = user_message(e)
+            gr.Warning(message)
+            yield {r.status: f"⚠️ {message}"}
+        finally:
+            self.stops.release(request.session_hash, flag)
