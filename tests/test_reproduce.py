@@ -1,5 +1,6 @@
-"""Share and reproduce (studio/sessions.py, studio/reproduce.py): a run saved as a bundle, opened with every
-field back, and generated again bit for bit on the tiny model; a changed bundle reports the turns it changes."""
+"""Share and reproduce (studio/sessions.py, studio/reproduce.py, /reproduce): a run saved as a bundle, opened
+with every field back, and generated again bit for bit on the tiny model; a changed bundle reports the turns
+it changes; hostile bundles are refused through the API."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import soundfile as sf
 
 from studio.errors import InputError
 from studio.inputs import parse_script
-from studio.jobs import Chunk
+from studio.jobs import Chunk, TurnReport
+from studio.report import Result
 from studio.reproduce import reproduce
 from studio.service import TINY_MODEL, Studio, Voice
 from studio.sessions import open_session, session_bundle, session_draft, with_extra
@@ -248,3 +250,60 @@ def test_a_session_that_cannot_be_generated_here_says_why(studio, bundle, tmp_pa
 
     with pytest.raises(InputError, match="Turn 1 of the session is empty"):
         reproduce(studio, rezipped(bundle, tmp_path / "empty.zip", empty))
+
+
+# -- /reproduce ------------------------------------------------------------------------------------
+
+
+def api_result(conversation: str, turns: list[str], info: dict) -> Result:
+    """The Result a /generate_script answer stands for: its files, as downloaded, and its report."""
+    return Result(Path(conversation), [Path(p) for p in turns], [TurnReport(**t) for t in info["turns"]],
+                  len(info["turns"]), info["seed"], info["seconds"], info["elapsed_seconds"], info["warnings"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_reproduce_endpoint_regenerates_a_generate_script_result(tiny_client, studio):
+    """The API gives no bundle (the page's Download session does), so the bundle of a /generate_script answer
+    is made here, with session_bundle, from the request as sent and the files and report it returned."""
+    from gradio_client import handle_file
+
+    script, voices = "[0] Good morning.\n[1] Morning! Coffee?\n[0] Please.", {"0": "river", "1": "maple"}
+    conversation, turns, info = tiny_client.predict(script=script, voices=voices, max_seconds=1, seed=7,
+                                                    api_name="/generate_script")  # fmt: skip
+    job = studio.prepare(parse_script(script), [Voice(0, "river"), Voice(1, "maple")], ([], [], []), (0.9, 50, 1, 7))
+    bundle = session_bundle(studio, job, api_result(conversation, turns, info))
+    again, report = tiny_client.predict(bundle=handle_file(str(bundle)), api_name="/reproduce")
+    assert report["all_matched"] is True and report["same_device_and_dtype"] is True, report
+    assert [(t["turn"], t["seed"], t["matched"], t["max_abs_diff"]) for t in report["turns"]] == [
+        (1, 7, True, 0), (2, 8, True, 0), (3, 9, True, 0)]  # fmt: skip
+    assert [t["seconds"] for t in report["turns"]] == [t["seconds"] for t in info["turns"]]
+    np.testing.assert_array_equal(pcm(again), pcm(conversation))
+
+
+@pytest.mark.slow
+def test_reproduce_endpoint_refuses_hostile_bundles_with_a_message(tiny_client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    escape = tmp_path / "escape.zip"
+    with zipfile.ZipFile(escape, "w") as z:
+        z.writestr("manifest.json", json.dumps({"format": "csm-studio-session", "version": 1}))
+        z.writestr("../../evil.wav", b"owned")
+    newer = rezipped_manifest(tmp_path, {"format": "csm-studio-session", "version": 7})
+    for path, message in ((escape, "This zip holds a file named '../../evil.wav', which no session has"),
+                          (newer, "saved by a newer CSM Studio (session format version 7)")):  # fmt: skip
+        with pytest.raises(AppError) as caught:
+            tiny_client.predict(bundle=handle_file(str(path)), api_name="/reproduce")
+        assert message in str(caught.value) and "Traceback" not in str(caught.value)
+    with pytest.raises(AppError, match="Send the session's .zip"):
+        tiny_client.predict(bundle=None, api_name="/reproduce")
+    with pytest.raises(AppError, match=r"bundle must be a \.zip file sent with handle_file"):
+        tiny_client.predict(bundle="/etc/passwd", api_name="/reproduce")
+
+
+def test_reproduce_waits_in_the_generation_queue():
+    from studio.ui import build_app
+
+    events = {fn.api_name: fn for fn in build_app(Studio(TINY_MODEL, device="cpu")).fns.values()}
+    assert events["reproduce"].concurrency_id == events["generate_script"].concurrency_id == "generation"
+    assert events["reproduce"].concurrency_limit == 1
