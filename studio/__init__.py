@@ -11,8 +11,11 @@ outputs    output folders and files, named by what they hold
 stops      Stop: one flag per browser session, read by the running job
 api        the named endpoints /generate, /generate_script and /detect
 space_api  /infer: the official sesame/csm-1b Space's API, on the same Studio
+session_api  /reproduce: a session bundle in, its turns generated again and compared out
 bundle     a session as one .zip (manifest.json and its clips): written, and read back safely
 manifest   the session manifest: its fields checked, and built from a finished run
+sessions   Download session and Open session: a run and the page's additions as a bundle; a bundle as plain data
+reproduce  a session generated again through the normal path, each turn compared sample by sample
 guard      what protects the server as a whole: body sizes, abandoned uploads, sessions
 errors     how failures reach people
 ui/        the page: one builder per panel, and one place that wires the events

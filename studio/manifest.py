@@ -3,7 +3,8 @@
 Everything needed to generate a session again: the model (id, and its Hub revision or its files' content
 hash), device and dtype, the app's version, the voices (a preset id, or a clip in the bundle), the
 conversation so far, the script, the settings, each turn's seed and takes (seed, file, kept, rating),
-and the timings. Fields not named here are kept as they are: a later version 1 may add some.
+and the timings; optionally the script as typed (script_text) and what the page keeps of itself (page, an
+object). Fields not named here are kept as they are: a later version 1 may add some.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from csm.audio import save_wav
 from studio import __version__
 from studio.errors import InputError
-from studio.inputs import MAX_SPEAKER_ID, SAMPLE_RATE, TURN_GAP_S, shown
+from studio.inputs import MAX_SCRIPT_CHARS, MAX_SPEAKER_ID, SAMPLE_RATE, TURN_GAP_S, shown
 from studio.outputs import new_output_dir
 
 FORMAT = "csm-studio-session"
@@ -60,6 +61,13 @@ def refused(where: str, what: str, value) -> InputError:
 def text(value, where: str) -> str:
     if not isinstance(value, str) or len(value) > MAX_CHARS:
         raise refused(where, f"text of at most {MAX_CHARS:,} characters", value)
+    return value
+
+
+def script_text(value, where: str) -> str:
+    """The script as typed on the page: up to a full script's length, longer than any one string."""
+    if not isinstance(value, str) or len(value) > MAX_SCRIPT_CHARS:
+        raise refused(where, f"text of at most {MAX_SCRIPT_CHARS:,} characters", value)
     return value
 
 
@@ -185,6 +193,8 @@ def check_manifest(manifest) -> list[str]:
     top.get("model", model)
     top.get("settings", settings)
     top.get("script", items(line))
+    top.get("script_text", script_text, optional=True)  # optional fields of version 1: the page's own
+    top.get("page", lambda value, where: Fields(value, where).value, optional=True)
     voices, context, turns = (
         top.get("voices", items(voice)),
         top.get("context", items(clip)),

@@ -197,6 +197,8 @@ def test_a_manifest_that_is_not_json_is_refused(tmp_path, outputs, manifest_text
         ({"voices": [{"speaker": 0, "preset": "river", "file": "v.wav", "transcript": "x"}]}, "not both"),
         ({"voices": [{"speaker": 0, "file": "v.wav"}]}, "manifest.json has no voices[0].transcript"),
         ({"model": {"revision": "abc"}}, "manifest.json has no model.id"),
+        ({"page": ["cards"]}, "manifest.json: page must be an object, got ['cards']"),
+        ({"script_text": 5}, "manifest.json: script_text must be text of at most 24,192 characters, got 5"),
         (
             {"turns": [{"speaker": 1, "text": "Hi", "seed": 1, "takes": [], "rating": {"verdict": "meh"}}]},
             "turns[0].rating.verdict must be good or bad, got 'meh'",

@@ -9,6 +9,7 @@ from studio.library import STORAGE_KEY, STORAGE_SECRET
 from studio.outputs import OUTPUT_TTL_S
 from studio.ratings import RatingLog
 from studio.service import Studio
+from studio.session_api import reproduce_endpoint
 from studio.space_api import infer_endpoint
 from studio.ui.check import check_panel
 from studio.ui.compose import compose_panel
@@ -48,6 +49,7 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE, ratings: Rat
                 check = check_panel()
         api_endpoints(studio)
         infer_endpoint(studio)  # the official Space's /infer
+        reproduce_endpoint(studio)  # /reproduce: a saved session generated again and compared
         page = Page(studio, cards, (add_speaker, remove_speaker), compose, (turns_state, last_result), conversation,
                     result, check, my_voices, ratings or RatingLog())  # fmt: skip
         pages.append(page)
