@@ -164,7 +164,8 @@ def clip(value, where: str) -> dict:
 def settings(value, where: str) -> dict:
     f = Fields(value, where)
     return {"temperature": f.get("temperature", number), "topk": f.get("topk", whole(1, 1 << 20)),
-            "max_seconds": f.get("max_seconds", number), "seed": f.get("seed", seed, optional=True)}  # fmt: skip
+            "max_seconds": f.get("max_seconds", number), "seed": f.get("seed", seed, optional=True),
+            "takes": f.get("takes", whole(1, 4), optional=True) or 1}  # fmt: skip
 
 
 def model(value, where: str) -> dict:
@@ -232,13 +233,16 @@ def manifest_for(job, result, studio) -> tuple[dict, dict[str, Path]]:
         entry = {"speaker": segment.speaker, "file": name, "transcript" if each.is_prompt else "text": segment.text}
         (voices if each.is_prompt else context).append(entry)
     turns = []
-    for report, path in zip(result.turns, result.turn_paths):
-        name = f"turns/{path.name}"
-        files[name] = path
+    for i, report in enumerate(result.turns):
         measured = {k: v for k, v in asdict(report).items() if k not in ("index", "speaker", "text", "seed", "voice")}
-        take = {"seed": report.seed, "file": name, "kept": True, "rating": None, "report": measured}
+        takes = []
+        for t, path in enumerate(result.take_paths[i] if result.take_paths else [result.turn_paths[i]]):
+            files[f"turns/{path.name}"] = path
+            # Every take of a pass shares the turn's seed: take t is row t of the batch that seed drew.
+            takes.append({"seed": report.seed, "file": f"turns/{path.name}", "kept": t == 0, "rating": None,
+                          "report": measured if t == 0 else report.takes[t]})  # fmt: skip
         turns.append({"speaker": report.speaker, "text": report.text, "seed": report.seed, "voice": report.voice,
-                      "takes": [take], "rating": None})  # fmt: skip
+                      "takes": takes, "rating": None})  # fmt: skip
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -250,6 +254,7 @@ def manifest_for(job, result, studio) -> tuple[dict, dict[str, Path]]:
             "topk": job.settings.topk,
             "max_seconds": job.settings.max_seconds,
             "seed": job.seed,
+            "takes": job.takes,  # a pass of N takes samples each row otherwise than a pass of one
         },  # fmt: skip
         "script": [{"speaker": line.speaker, "text": line.text} for line in job.lines],
         "voices": voices,

@@ -99,7 +99,8 @@ def reproduce(studio, path, session_hash: str | None = None) -> Reproduction:
         pass
     if result.error:
         raise InputError(result.error)
-    turns = [compare(turn, path) for turn, path in zip(session.turns, result.turn_paths)]
+    made = result.take_paths or [[path] for path in result.turn_paths]
+    turns = [compare(turn, takes[kept_take(turn, len(takes))]) for turn, takes in zip(session.turns, made)]
     for match, report in zip(turns, result.turns):
         match.seed = report.seed
     here = model_entry(studio)
@@ -129,9 +130,15 @@ def reproduction_job(studio, session: Session, session_hash: str | None = None) 
     s = session.settings
     settings = (s["temperature"], s["topk"], s["max_seconds"], session.turns[0].seed)  # turn n: seed + n - 1
     try:
-        return studio.prepare(lines, voices, context, settings, session=session_hash)
+        return studio.prepare(lines, voices, context, settings, session=session_hash, takes=s.get("takes") or 1)
     except InputError as e:
         raise InputError(f"This session cannot be generated again here: {e}") from None
+
+
+def kept_take(turn: SessionTurn, made: int) -> int:
+    """Which take of the turn the bundle kept (its audio is the turn's): the same take is compared."""
+    kept = next((i for i, take in enumerate(turn.takes) if take.kept and take.path), 0)
+    return kept if kept < made else 0
 
 
 def compare(turn: SessionTurn, regenerated: Path) -> TurnMatch:

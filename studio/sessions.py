@@ -192,7 +192,7 @@ def open_session(path) -> Session:
         context=context,
         script=script,
         script_text=script_text,
-        settings={key: m["settings"].get(key) for key in ("temperature", "topk", "max_seconds", "seed")},
+        settings={key: m["settings"].get(key) for key in ("temperature", "topk", "max_seconds", "seed", "takes")},
         turns=[session_turn(i, turn, files) for i, turn in enumerate(m["turns"])],
         timings=plain(m.get("timings")),
         status=plain(m.get("status")),

@@ -318,7 +318,7 @@ def test_the_manifest_of_a_run_holds_what_regenerates_it(tmp_path):
     assert (m["model"]["id"], m["model"]["device"], m["model"]["revision"]) == ("tiny", "cpu", None)
     assert len(m["model"]["checkpoint_sha256"]) == 64 and m["model"]["dtype"] in ("float32", "bfloat16")
     assert m["app"]["version"] == "0.1.0"
-    assert m["settings"] == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 5}
+    assert m["settings"] == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 5, "takes": 1}
     assert m["script"] == [{"speaker": 0, "text": "Hello."}, {"speaker": 1, "text": "Hi!"}]
     river = studio.presets.get("river")
     assert m["voices"][0] == {"speaker": 0, "preset": "river", "name": river.name, "transcript": river.transcript}

@@ -98,7 +98,7 @@ def test_an_opened_session_gives_back_every_field_the_page_restores(studio, run,
     assert (earlier.speaker, earlier.text, Path(earlier.path).is_file()) == (1, "Earlier words.", True)
     assert session.script == [{"speaker": line.speaker, "text": line.text} for line in job.lines]
     assert session.script[1]["text"] == "Of course I did." and session.script_text == SCRIPT  # typed, spaces and all
-    assert session.settings == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 42}
+    assert session.settings == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 42, "takes": 1}
     assert [(t.index, t.speaker, t.seed) for t in session.turns] == [(0, 0, 42), (1, 1, 43), (2, 0, 44)]
     assert [t.text for t in session.turns] == [line.text for line in job.lines]
     for turn, path, report in zip(session.turns, result.turn_paths, result.turns):
