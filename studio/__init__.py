@@ -5,7 +5,8 @@ clips      reading and checking a voice clip, header first (on upload, and again
 presets    the preset voices (shipped clips, and sesame/csm-1b's prompts when reachable)
 jobs       one request's turns, generated in order on the device (the @spaces.GPU function)
 watermark  AudioSeal: every chunk marked as it is generated; the detector behind "Check a clip"
-service    the Studio: the loaded model, requests -> jobs -> files and reports, detection
+service    the Studio: the loaded model, jobs -> files and reports, detection
+requests   the Studio's other half: requests -> jobs, every voice, clip and line checked first
 report     what a finished request says: its files, turns and one summary of warnings
 outputs    output folders and files, named by what they hold
 stops      Stop: one flag per browser session, read by the running job
