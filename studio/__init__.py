@@ -2,6 +2,7 @@
 
 inputs     limits, and parsing of what a user types (lines, scripts, settings, speaker ids)
 clips      reading and checking a voice clip, header first (on upload, and again before generating)
+cleanup    a clip's clean-up: silent ends trimmed, a long voice cut at pauses, loudness set, clipping found
 presets    the preset voices (shipped clips, and sesame/csm-1b's prompts when reachable)
 jobs       one request's turns, generated in order on the device (the @spaces.GPU function)
 watermark  AudioSeal: every chunk marked as it is generated; the detector behind "Check a clip"
