@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from studio.inputs import SAMPLE_RATE, TURN_GAP_S
@@ -23,6 +23,7 @@ class Result:
     warnings: list[str]
     stopped: bool = False  # by the user's Stop
     error: str | None = None  # a failure that ended the job after some audio: what came before is kept
+    transcripts: list[dict] = field(default_factory=list)  # per voice prompt and context clip: clip, text, automatic
 
     def info(self, model: str) -> dict:
         return {
@@ -32,6 +33,7 @@ class Result:
             "gap_seconds": TURN_GAP_S if self.planned_turns > 1 else 0.0,
             "turns": [asdict(t) for t in self.turns],
             "warnings": self.warnings,
+            "transcripts": self.transcripts,
             "elapsed_seconds": round(self.elapsed_s, 3),
             "model": model,
         }

@@ -7,8 +7,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import torch
+
 from csm.generator import FRAME_MS, Generator, Segment
-from studio.clips import check_request_clips, check_transcript, load_clip
+from studio.asr import TINY as TINY_ASR
+from studio.clips import check_request_clips, check_transcript, cleaned_clip
 from studio.errors import InputError, capitalized
 from studio.inputs import MAX_CLIPS, MAX_REQUEST_SECONDS, SAMPLE_RATE, Line, Settings, check_speaker, plural
 from studio.jobs import ContextClip, Job
@@ -25,8 +28,8 @@ class Voice:
 
 
 class Requests:
-    """The Studio's requests -> jobs half: it needs the Studio's presets, require_generator(), model_key
-    and watermark_key."""
+    """The Studio's requests -> jobs half: it needs the Studio's presets, require_generator(), model_key,
+    watermark_key, asr_model and transcribe_audio()."""
 
     def prepare(self, lines: list[Line], voices: list[Voice], turns: tuple, settings: tuple, **options) -> Job:
         """A request as the API and the page both make it -> a Job, every part checked first.
@@ -42,11 +45,12 @@ class Requests:
                 check_transcript(voice.transcript, f"speaker {voice.speaker}'s own voice")
         return self.build_job(lines, voices, self.context_turns(*turns, other_clips=own), settings, **options)
 
-    def voice_prompt(self, voice: Voice) -> tuple[ContextClip, str]:
-        """A speaker prompt and the voice's name, from a preset id or an own clip."""
+    def voice_prompt(self, voice: Voice, used: bool = True) -> tuple[ContextClip, str]:
+        """A speaker prompt and the voice's name, from a preset id or an own clip (an unused one is checked,
+        not transcribed)."""
         if voice.preset_id is None:
             label = f"speaker {voice.speaker}'s own voice"
-            return ContextClip(load_clip(voice.path, voice.transcript, voice.speaker, label), label, True), "own"
+            return self.own_clip(voice.path, voice.transcript, voice.speaker, label, True, transcribe=used), "own"
         preset = self.presets.get(voice.preset_id)
         if preset is None:
             known = ", ".join(p.id for p in self.presets.all())
@@ -72,12 +76,22 @@ class Requests:
                 f"The context has {plural(len(paths), 'clip')}, {plural(len(transcripts), 'transcript')} and "
                 f"{plural(len(speakers), 'speaker')}: give one transcript and one speaker for every clip, in order."
             )
-        clips = []
-        for i, (path, transcript, speaker) in enumerate(zip(paths, transcripts, speakers)):
-            name = f"{label} {i + 1}"
-            speaker = check_speaker(speaker, f"{capitalized(name)}: the speaker")
-            clips.append(ContextClip(load_clip(path, transcript, speaker, name), name))
-        return clips
+        names = [f"{label} {i + 1}" for i in range(len(paths))]
+        speakers = [check_speaker(s, f"{capitalized(name)}: the speaker") for s, name in zip(speakers, names)]
+        return [self.own_clip(*clip, prompt=False) for clip in zip(paths, transcripts, speakers, names)]
+
+    def own_clip(self, path, transcript, speaker: int, label: str, prompt: bool, transcribe=True) -> ContextClip:
+        """A user's clip, cleaned up as a voice prompt or as a conversation turn (clips.cleaned_clip), with
+        its transcript: an empty one is made by the speech recogniser, from the cleaned-up audio."""
+        check_transcript(transcript, label)
+        cleaned = cleaned_clip(path, label, "voice" if prompt else "turn")
+        text = " ".join((transcript or "").split())
+        automatic = not text and transcribe
+        if automatic:
+            text = self.transcribe_audio(cleaned.audio, label)
+        problems = [f"The clip of {label}: {problem}" for problem in cleaned.problems]
+        segment = Segment(speaker, text, torch.from_numpy(cleaned.audio))
+        return ContextClip(segment, label, prompt, automatic=automatic, problems=problems)
 
     def build_job(self, lines: list[Line], voices: list[Voice], turns: list[ContextClip], settings: Settings,
                   note_unused_voices: bool = True, session: str | None = None) -> Job:  # fmt: skip
@@ -90,7 +104,7 @@ class Requests:
         speaking = {line.speaker for line in lines} | {clip.segment.speaker for clip in turns}
         prompts, names, unused = [], {}, []
         for voice in sorted(voices, key=lambda v: v.speaker):
-            clip, name = self.voice_prompt(voice)  # checked even when unused: a broken clip is worth knowing
+            clip, name = self.voice_prompt(voice, voice.speaker in speaking)  # a broken clip is worth knowing
             if voice.speaker in speaking:
                 prompts.append(clip)
                 names[voice.speaker] = name
@@ -98,7 +112,7 @@ class Requests:
                 unused.append(voice.speaker)
         context = prompts + turns
         self.check_fits(generator, lines, context, settings)
-        notes = []
+        notes = self.clip_notes(context)
         if unused and note_unused_voices:
             one = len(unused) == 1
             notes.append(f"{speakers_phrase(unused)} say{'s' if one else ''} nothing in this request, so "
@@ -109,6 +123,15 @@ class Requests:
                          "and no earlier turn, so the model picked a voice at random.")  # fmt: skip
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         return Job(self.model_key, lines, context, settings, seed, names, notes, session, self.watermark_key)
+
+    def clip_notes(self, context: list[ContextClip]) -> list[str]:
+        """What the clean-up found wrong with the clips (clipping), and that the tiny Whisper's text is nonsense."""
+        notes = [problem for clip in context for problem in clip.problems]
+        automatic = [clip.label for clip in context if clip.automatic]
+        if automatic and self.asr_model == TINY_ASR:
+            notes.append(f"The transcript of {' and '.join(automatic)} was made by a tiny random Whisper "
+                         "(a test model): it is nonsense, not what the clip says.")  # fmt: skip
+        return notes
 
     def check_fits(self, generator: Generator, lines: list[Line], context: list[ContextClip], settings) -> None:
         """Refuse a line, or a single clip, that cannot fit the window next to the longest reply."""

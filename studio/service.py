@@ -17,7 +17,8 @@ from csm.audio import load_mono, save_wav
 from csm.generator import FRAME_MS, Generator, load_csm_1b
 from csm.loading import CheckpointError
 from csm.text import TokenizerError
-from studio.clips import clip_header
+from studio import asr
+from studio.clips import ClipCheck, check_clip_on_arrival, cleaned_clip, clip_header, read_clip
 from studio.errors import InputError, sentence, user_message
 from studio.inputs import DEFAULT_MAX_SECONDS, MAX_CLIP_S, SAMPLE_RATE
 from studio.jobs import Chunk, Job, TurnDone, TurnStarted, finished_report, run_job
@@ -39,8 +40,10 @@ class Studio(Requests):
     """The model (loaded once, at start-up) and how requests become jobs and files."""
 
     def __init__(self, model=DEFAULT_MODEL, device=None, presets: PresetLibrary | None = None, dtype=None,
-                 watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE, quantize=None):  # fmt: skip
+                 watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE, quantize=None,
+                 asr_model: str | None = None):  # fmt: skip
         self.model_name, self.quantize = model, quantize
+        self.asr_choice = asr_model  # None: the device's default (studio/asr.py), the tiny one with a tiny model
         self.watermark, self.watermark_message = watermark, watermark_message
         self.watermark_key: dict | None = None  # load_watermarker's arguments, once it has loaded
         self.watermark_error: str | None = None  # why it could not: generation is then off
@@ -152,6 +155,58 @@ class Studio(Requests):
             )
         return self.generator
 
+    # -- transcription and clip checks (the speech recogniser is loaded on first use) ----------------------
+
+    @property
+    def asr_device(self) -> str:
+        if self.generator is not None:
+            return str(self.generator.device)
+        from csm.loading import resolve_device
+
+        return str(resolve_device(self.device))
+
+    @property
+    def asr_model(self) -> str:
+        """The speech recogniser: as chosen, else the tiny one for the tiny model, else the device's default."""
+        if self.asr_choice:
+            return self.asr_choice
+        return asr.TINY if self.is_tiny else asr.default_model(self.asr_device)
+
+    @property
+    def asr_description(self) -> str:
+        """The speech recogniser as users see it named: a local folder by its name, the tiny one as nonsense."""
+        model = self.asr_model
+        if model == asr.TINY:
+            return asr.TINY_DESCRIPTION
+        return Path(model).name if model.startswith(("/", ".", "~")) or Path(model).is_dir() else model
+
+    def transcribe_audio(self, audio, label: str | None = None) -> str:
+        """The words of `audio` (24 kHz mono), or an InputError naming the clip (`label`, or "this clip")."""
+        the_clip = f"the clip of {label}" if label else "this clip"
+        model, device = self.asr_model, self.asr_device
+        try:
+            asr.load_transcriber(model, device)  # here, so the GPU call below only looks it up
+        except Exception as e:  # offline with nothing cached, mostly
+            log.error("The speech recogniser %s could not be loaded (%s: %s)", model, type(e).__name__, e)
+            raise InputError(
+                f"The speech recogniser ({self.asr_description}) could not be loaded ({type(e).__name__}), so "
+                f"{the_clip} cannot be transcribed: type the words spoken in it."
+            ) from None
+        text = asr.transcribe_on_device(model, device, audio)
+        if not text:
+            raise InputError(f"No words were heard in {the_clip}: type the words spoken in it.")
+        return text
+
+    def transcribe(self, path, role: str | None = None) -> asr.Transcription:
+        """A clip's words and the model that heard them. `role` "voice" or "turn": the clip cleaned up as a
+        generation will use it (clips.cleaned_clip); None: the whole clip as uploaded."""
+        audio = read_clip(path, None) if role is None else cleaned_clip(path, None, role).audio
+        return asr.Transcription(self.transcribe_audio(audio), self.asr_description)
+
+    def check_clip(self, path, role: str = "voice") -> ClipCheck:
+        """A clip judged on arrival, and its cleaned-up audio, which is what a generation uses of it."""
+        return check_clip_on_arrival(path, self.clip_room_seconds(), role)
+
     def detect(self, path) -> Detection:
         """Whether a clip carries a watermark, and whose: the detector of the watermark in use, or
         (with --no-watermark) one loaded now. Any clip is read, silent ones too (none found)."""
@@ -235,6 +290,7 @@ class Studio(Requests):
             seconds=0.0 if audio is None else len(audio) / SAMPLE_RATE,
             elapsed_s=time.perf_counter() - started,
             warnings=job.notes + result_warnings(reports, len(job.lines)),
+            transcripts=[{"clip": c.label, "text": c.segment.text, "automatic": c.automatic} for c in job.context],
             stopped=stopped,
             error=error,
         )
