@@ -2,14 +2,17 @@
 
 inputs     limits, and parsing of what a user types (lines, scripts, settings, speaker ids)
 clips      reading and checking a voice clip, header first (on upload, and again before generating)
+cleanup    a clip's clean-up: silent ends trimmed, a long voice cut at pauses, loudness set, clipping found
 presets    the preset voices (shipped clips, and sesame/csm-1b's prompts when reachable)
 jobs       one request's turns, generated in order on the device (the @spaces.GPU function)
 watermark  AudioSeal: every chunk marked as it is generated; the detector behind "Check a clip"
-service    the Studio: the loaded model, requests -> jobs -> files and reports, detection
+asr        automatic transcription with Whisper, loaded on first use (tiny_whisper: its offline random stand-in)
+service    the Studio: the loaded model, jobs -> files and reports, detection
+requests   the Studio's other half: requests -> jobs, every voice, clip and line checked first
 report     what a finished request says: its files, turns and one summary of warnings
 outputs    output folders and files, named by what they hold
 stops      Stop: one flag per browser session, read by the running job
-api        the named endpoints /generate, /generate_script and /detect
+api        the named endpoints /generate, /generate_script, /transcribe and /detect
 space_api  /infer: the official sesame/csm-1b Space's API, on the same Studio
 session_api  /reproduce: a session bundle in, its turns generated again and compared out
 bundle     a session as one .zip (manifest.json and its clips): written, and read back safely

@@ -1,4 +1,5 @@
-"""The named API endpoints, /generate and /generate_script: plain arguments in, WAV files and a report out."""
+"""The named API endpoints: /generate and /generate_script (plain arguments in, WAV files and a report out),
+/transcribe and /detect (a clip in, what it says or whose mark it carries out)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from studio.service import Studio, Voice
 
 GENERATE_DOC = (
     "Speak one line in context. Returns a 24 kHz WAV and a report (seed, seconds, frames, dropped context). "
-    "context_audio/context_text/context_speakers: the conversation so far, one entry per clip, oldest first; "
+    "context_audio/context_text/context_speakers: the conversation so far, one entry per clip, oldest first "
+    '(a context_text entry "" is transcribed automatically); '
     'voices: preset voices as speaker prompts, e.g. {"0": "river"}; speakers 0-9; seed -1: random.'
 )
 SCRIPT_DOC = (
@@ -45,6 +47,10 @@ class AnyPayload(GradioRootModel):
     root: Any = None
 
 
+TRANSCRIBE_DOC = (
+    "Transcribe a clip with the app's speech recogniser (Whisper). Returns {'text', 'model'}: the words heard, "
+    "and the model that heard them. The whole clip is transcribed (at most 180 s), in pieces cut at pauses."
+)
 DETECT_DOC = (
     "Check a clip for the AudioSeal watermark that this app puts on every output. Returns verdict ('made by "
     "this app', 'another message' or 'none found'), the detector's probability, and the 16-bit message read."
@@ -154,13 +160,18 @@ def api_handlers(studio: Studio):
             found = studio.detect(audio)
             return {"verdict": found.verdict, "probability": found.probability, "message": found.message}
 
-    return generate, generate_script, detect
+    def transcribe(audio):
+        with user_facing_errors():
+            heard = studio.transcribe(audio)
+            return {"text": heard.text, "model": heard.model}
+
+    return generate, generate_script, detect, transcribe
 
 
 def api_endpoints(studio: Studio) -> None:
     """Hidden components give the endpoints plain, named arguments. Numbers arrive unrounded (no
     `precision`), so 1.5 is refused as a speaker or seed rather than rounded to 2."""
-    generate, generate_script, detect = api_handlers(studio)
+    generate, generate_script, detect, transcribe = api_handlers(studio)
     with gr.Column(visible=False):
         text, script = gr.Textbox(label="text"), gr.Textbox(label="script")
         speaker = gr.Number(0, label="speaker")
@@ -182,9 +193,12 @@ def api_endpoints(studio: Studio) -> None:
         turns = gr.File(file_count="multiple", label="turns")
         info = gr.JSON(label="info")
         clip, detection = gr.File(type="filepath", label="audio"), gr.JSON(label="detection")
-        generate_trigger, script_trigger, detect_trigger = gr.Button(), gr.Button(), gr.Button()
+        heard = gr.JSON(label="transcription")
+        generate_trigger, script_trigger, detect_trigger, transcribe_trigger = (gr.Button() for _ in range(4))
     generate_trigger.click(generate, [text, speaker, *context, *settings], [audio, info], api_name="generate",
                            api_description=GENERATE_DOC, **ONE_AT_A_TIME)  # fmt: skip
     script_trigger.click(generate_script, [script, *context, *settings], [conversation, turns, info],
                          api_name="generate_script", api_description=SCRIPT_DOC, **ONE_AT_A_TIME)  # fmt: skip
     detect_trigger.click(detect, [clip], [detection], api_name="detect", api_description=DETECT_DOC, **CLIP_WORK)
+    transcribe_trigger.click(transcribe, [clip], [heard], api_name="transcribe", api_description=TRANSCRIBE_DOC,
+                             **CLIP_WORK)  # fmt: skip

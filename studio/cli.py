@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from studio.asr import CPU_MODEL, GPU_MODEL
 from studio.ratings import DEFAULT_RATINGS_DIR
 from studio.service import DEFAULT_MODEL, Studio
 from studio.ui import DEFAULT_QUEUE_SIZE
@@ -30,6 +31,11 @@ def option_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quantize", choices=["none", "int8"], default=env("CSM_STUDIO_QUANTIZE") or "none",
                         help="int8: int8 weights (less memory and faster on a CPU; speech quality not yet "
                         "judged by ear, see bench/RESULTS.md) (default: $CSM_STUDIO_QUANTIZE or none)")  # fmt: skip
+    parser.add_argument("--asr-model", default=env("CSM_STUDIO_ASR_MODEL") or None,
+                        help="the speech recogniser that transcribes clips without a transcript: a Whisper Hub id, a "
+                        "local folder, or 'tiny' (offline random model, nonsense); loaded on first use (default: "
+                        f"$CSM_STUDIO_ASR_MODEL, else {GPU_MODEL} on CUDA, {CPU_MODEL} elsewhere, tiny with "
+                        "--model tiny)")  # fmt: skip
     parser.add_argument("--host", default=None, help="address to listen on (default: gradio's, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860 or the next free one)")
     parser.add_argument("--queue-size", type=int, default=int(env("CSM_STUDIO_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)),
@@ -83,7 +89,7 @@ def start_studio(args: argparse.Namespace) -> Studio:
 
     studio = Studio(args.model, device=args.device, dtype=DTYPES[args.dtype], watermark=not args.no_watermark,
                     watermark_message=args.watermark_message,
-                    quantize=None if args.quantize == "none" else args.quantize)  # fmt: skip
+                    quantize=None if args.quantize == "none" else args.quantize, asr_model=args.asr_model)  # fmt: skip
     if not studio.is_tiny:
         go_offline_if_unreachable()
         studio.presets.fetch_hub_prompts()  # in the background: start-up is not delayed

@@ -1,18 +1,21 @@
 """A voice clip from a file: its header checked first, then read, made 24 kHz mono, and checked again.
 
-Checked on upload (a note next to the clip) and before generating. Every limit is checked on what
+Checked on upload (a note next to the clip, and the cleaned-up audio to hear) and before generating. Every limit is checked on what
 the header declares before a sample is decoded, so a small file cannot make the server decode or
 resample gigabytes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from csm.audio import AudioInfo, audio_info, load_mono
 from csm.generator import Segment
+from studio.cleanup import Cleaned, clean_turn, clean_voice_prompt
 from studio.errors import InputError, capitalized
 from studio.inputs import (
     CLIP_RATES,
@@ -28,6 +31,7 @@ from studio.inputs import (
 MIN_CLIP_S = 0.5
 SILENCE_PEAK = 1e-4  # a clip whose loudest sample is below this holds no voice to imitate
 GOOD_CLIP_S = (5, 30)  # what imitates a voice well without filling the context window
+SHORT_VOICE_S = 3.0  # a voice prompt shorter than this (once trimmed) gets a hint
 
 
 def clip_header(path, the_clip: str) -> AudioInfo:
@@ -119,25 +123,68 @@ def load_clip(path, transcript, speaker: int, label: str) -> Segment:
     return Segment(speaker, " ".join(transcript.split()), audio)
 
 
-def clip_note(path, room_s: float) -> str:
-    """A line to show next to a clip as soon as it arrives: what is wrong with it, or that it is fine.
+def cleaned_clip(path, label: str | None, role: str = "turn") -> Cleaned:
+    """A clip read (see read_clip) and cleaned up as a voice prompt (`role` "voice": trimmed, cut to its
+    best window, loudness set) or as a conversation turn ("turn": its silent ends trimmed)."""
+    if role not in ("voice", "turn"):
+        raise ValueError(f"role must be 'voice' or 'turn', got {role!r}")
+    audio = read_clip(path, label)
+    return clean_voice_prompt(audio) if role == "voice" else clean_turn(audio)
+
+
+@dataclass
+class ClipCheck:
+    """What a clip is like on arrival, and the audio the model will hear of it."""
+
+    audio: np.ndarray | None  # cleaned up, float32 24 kHz mono; None when the clip cannot be used
+    seconds: float = 0.0  # of the cleaned-up audio
+    notes: list[str] = field(default_factory=list)  # what the clean-up did
+    problems: list[str] = field(default_factory=list)  # what is wrong: the first of an unusable clip says why
+    hint: str = ""  # about a usable clip's length, when it is not ideal
+
+    @property
+    def note(self) -> str:
+        """Markdown to show next to the clip: what is wrong, or that it is fine, then what was cleaned up."""
+        if self.audio is None:
+            return f"⚠️ {self.problems[0]}" if self.problems else ""
+        lines = [f"⚠️ {problem}" for problem in self.problems]
+        if not self.problems:
+            lines.append(f"ℹ️ {self.hint}" if self.hint else f"✓ {self.seconds:.1f} s of audio")
+        if self.notes:
+            lines.append("Cleaned up: " + "; ".join(self.notes) + ".")
+        return "\n\n".join(lines)
+
+
+def check_clip_on_arrival(path, room_s: float, role: str = "voice") -> ClipCheck:
+    """A clip judged as soon as it arrives: unreadable, silent, too short, too long or clipped, and the
+    cleaned-up audio that a generation will use (`role` as in cleaned_clip).
 
     `room_s`: how long one clip may be next to a reply of the default length (Studio.clip_room_seconds).
     """
     if not path:
-        return ""
+        return ClipCheck(None)
     try:
-        seconds = len(read_clip(path, None)) / SAMPLE_RATE
+        cleaned = cleaned_clip(path, None, role)
     except InputError as e:
-        return f"⚠️ {e}"
+        return ClipCheck(None, problems=[str(e)])
+    seconds, problems, hint = cleaned.seconds, list(cleaned.problems), ""
     if seconds > room_s:
-        return (
-            f"⚠️ This clip is {seconds:.0f} s long, too long for the model's context: about {room_s:.0f} s fit "
+        too_long = (
+            f"This clip is {seconds:.0f} s long, too long for the model's context: about {room_s:.0f} s fit "
             f"next to a reply. Use a clip of {GOOD_CLIP_S[0]} to {GOOD_CLIP_S[1]} s."
         )
-    if seconds > GOOD_CLIP_S[1]:
-        return (
-            f"ℹ️ {seconds:.1f} s: a long clip takes much of the model's context window; "
+        problems.insert(0, too_long)
+    elif seconds > GOOD_CLIP_S[1]:
+        hint = (
+            f"{seconds:.1f} s: a long clip takes much of the model's context window; "
             f"{GOOD_CLIP_S[0]} to {GOOD_CLIP_S[1]} s is plenty for a voice."
         )
-    return f"✓ {seconds:.1f} s of audio"
+    elif role == "voice" and seconds < SHORT_VOICE_S:
+        hint = f"{seconds:.1f} s of voice: the model imitates a voice better from {GOOD_CLIP_S[0]} s of it."
+    return ClipCheck(cleaned.audio, seconds, cleaned.notes, problems, hint)
+
+
+def clip_note(path, room_s: float) -> str:
+    """A line to show next to a clip as soon as it arrives: what is wrong with it, or that it is fine.
+    It judges the clip as a conversation turn (its ends trimmed); check_clip_on_arrival says more."""
+    return check_clip_on_arrival(path, room_s, role="turn").note

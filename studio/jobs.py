@@ -35,6 +35,8 @@ class ContextClip:
     segment: Segment
     label: str  # how messages name it, e.g. "speaker 0's voice (Maple)" or "context turn 2"
     is_prompt: bool = False  # a speaker prompt: left out of a full window only when nothing else is left
+    automatic: bool = False  # its transcript was made by the speech recogniser
+    problems: list[str] = field(default_factory=list)  # what its clean-up found wrong (clipping), for the report
 
 
 @dataclass

@@ -24,6 +24,7 @@ class Result:
     stopped: bool = False  # by the user's Stop
     error: str | None = None  # a failure that ended the job after some audio: what came before is kept
     take_paths: list[list[Path]] = field(default_factory=list)  # with several takes: each turn's, A first
+    transcripts: list[dict] = field(default_factory=list)  # per voice prompt and context clip: clip, text, automatic
 
     def info(self, model: str) -> dict:
         return {
@@ -33,6 +34,7 @@ class Result:
             "gap_seconds": TURN_GAP_S if self.planned_turns > 1 else 0.0,
             "turns": [self.turn_info(i) for i in range(len(self.turns))],
             "warnings": self.warnings,
+            "transcripts": self.transcripts,
             "elapsed_seconds": round(self.elapsed_s, 3),
             "model": model,
         }

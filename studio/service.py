@@ -6,38 +6,29 @@ The API and the page both call it; neither touches the model.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from csm.audio import load_mono, save_wav
-from csm.generator import FRAME_MS, Generator, Segment, load_csm_1b
+from csm.generator import FRAME_MS, Generator, load_csm_1b
 from csm.loading import CheckpointError
 from csm.text import TokenizerError
-from studio.clips import check_request_clips, check_transcript, clip_header, load_clip
-from studio.errors import InputError, capitalized, sentence, user_message
-from studio.inputs import (
-    DEFAULT_MAX_SECONDS,
-    MAX_CLIP_S,
-    MAX_CLIPS,
-    MAX_REQUEST_SECONDS,
-    SAMPLE_RATE,
-    Line,
-    Settings,
-    check_speaker,
-    check_takes,
-    plural,
-)
-from studio.jobs import TAKE_LABELS, Chunk, ContextClip, Job, TurnDone, TurnStarted, finished_report, run_job
+from studio import asr
+from studio.clips import ClipCheck, check_clip_on_arrival, cleaned_clip, clip_header, read_clip
+from studio.errors import InputError, sentence, user_message
+from studio.inputs import DEFAULT_MAX_SECONDS, MAX_CLIP_S, SAMPLE_RATE
+from studio.jobs import TAKE_LABELS, Chunk, Job, TurnDone, TurnStarted, finished_report, run_job
 from studio.outputs import line_file_name, new_output_dir, stitch, turn_file_name
 from studio.presets import PresetLibrary
 from studio.report import Result, result_warnings
+from studio.requests import Requests, Voice
 from studio.watermark import DEFAULT_MESSAGE, Detection, load_watermarker
+
+__all__ = ["DEFAULT_MODEL", "TINY_MODEL", "Studio", "Voice"]  # Voice: the API and the page import it from here
 
 log = logging.getLogger("csm-studio")
 
@@ -45,22 +36,14 @@ DEFAULT_MODEL = "sesame/csm-1b"
 TINY_MODEL = "tiny"
 
 
-@dataclass
-class Voice:
-    """A speaker prompt as asked for: a preset id, or an own clip with its transcript."""
-
-    speaker: int
-    preset_id: str | None = None
-    path: str | None = None
-    transcript: str | None = None
-
-
-class Studio:
+class Studio(Requests):
     """The model (loaded once, at start-up) and how requests become jobs and files."""
 
     def __init__(self, model=DEFAULT_MODEL, device=None, presets: PresetLibrary | None = None, dtype=None,
-                 watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE, quantize=None):  # fmt: skip
+                 watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE, quantize=None,
+                 asr_model: str | None = None):  # fmt: skip
         self.model_name, self.quantize = model, quantize
+        self.asr_choice = asr_model  # None: the device's default (studio/asr.py), the tiny one with a tiny model
         self.watermark, self.watermark_message = watermark, watermark_message
         self.watermark_key: dict | None = None  # load_watermarker's arguments, once it has loaded
         self.watermark_error: str | None = None  # why it could not: generation is then off
@@ -172,6 +155,58 @@ class Studio:
             )
         return self.generator
 
+    # -- transcription and clip checks (the speech recogniser is loaded on first use) ----------------------
+
+    @property
+    def asr_device(self) -> str:
+        if self.generator is not None:
+            return str(self.generator.device)
+        from csm.loading import resolve_device
+
+        return str(resolve_device(self.device))
+
+    @property
+    def asr_model(self) -> str:
+        """The speech recogniser: as chosen, else the tiny one for the tiny model, else the device's default."""
+        if self.asr_choice:
+            return self.asr_choice
+        return asr.TINY if self.is_tiny else asr.default_model(self.asr_device)
+
+    @property
+    def asr_description(self) -> str:
+        """The speech recogniser as users see it named: a local folder by its name, the tiny one as nonsense."""
+        model = self.asr_model
+        if model == asr.TINY:
+            return asr.TINY_DESCRIPTION
+        return Path(model).name if model.startswith(("/", ".", "~")) or Path(model).is_dir() else model
+
+    def transcribe_audio(self, audio, label: str | None = None) -> str:
+        """The words of `audio` (24 kHz mono), or an InputError naming the clip (`label`, or "this clip")."""
+        the_clip = f"the clip of {label}" if label else "this clip"
+        model, device = self.asr_model, self.asr_device
+        try:
+            asr.load_transcriber(model, device)  # here, so the GPU call below only looks it up
+        except Exception as e:  # offline with nothing cached, mostly
+            log.error("The speech recogniser %s could not be loaded (%s: %s)", model, type(e).__name__, e)
+            raise InputError(
+                f"The speech recogniser ({self.asr_description}) could not be loaded ({type(e).__name__}), so "
+                f"{the_clip} cannot be transcribed: type the words spoken in it."
+            ) from None
+        text = asr.transcribe_on_device(model, device, audio)
+        if not text:
+            raise InputError(f"No words were heard in {the_clip}: type the words spoken in it.")
+        return text
+
+    def transcribe(self, path, role: str | None = None) -> asr.Transcription:
+        """A clip's words and the model that heard them. `role` "voice" or "turn": the clip cleaned up as a
+        generation will use it (clips.cleaned_clip); None: the whole clip as uploaded."""
+        audio = read_clip(path, None) if role is None else cleaned_clip(path, None, role).audio
+        return asr.Transcription(self.transcribe_audio(audio), self.asr_description)
+
+    def check_clip(self, path, role: str = "voice") -> ClipCheck:
+        """A clip judged on arrival, and its cleaned-up audio, which is what a generation uses of it."""
+        return check_clip_on_arrival(path, self.clip_room_seconds(), role)
+
     def detect(self, path) -> Detection:
         """Whether a clip carries a watermark, and whose: the detector of the watermark in use, or
         (with --no-watermark) one loaded now. Any clip is read, silent ones too (none found)."""
@@ -191,115 +226,6 @@ class Studio:
                 f"The watermark detector could not be loaded ({type(e).__name__}): try again later."
             ) from None
         return marker.detect(audio.numpy(), SAMPLE_RATE)
-
-    # -- requests -> jobs --------------------------------------------------------------------------
-
-    def prepare(self, lines: list[Line], voices: list[Voice], turns: tuple, settings: tuple, **options) -> Job:
-        """A request as the API and the page both make it -> a Job, every part checked first.
-
-        `turns` is the conversation so far as (paths, transcripts, speakers); `settings` as
-        (temperature, topk, max_seconds, seed), as typed; `options` go to build_job.
-        """
-        if "takes" in options:  # said before any clip is read
-            options["takes"] = check_takes(options["takes"])
-        settings = Settings.parse(*settings)
-        check_request_seconds(len(lines), settings)
-        own = [(voice.path, f"speaker {voice.speaker}'s own voice") for voice in voices if voice.preset_id is None]
-        for voice in voices:
-            if voice.preset_id is None:
-                check_transcript(voice.transcript, f"speaker {voice.speaker}'s own voice")
-        return self.build_job(lines, voices, self.context_turns(*turns, other_clips=own), settings, **options)
-
-    def voice_prompt(self, voice: Voice) -> tuple[ContextClip, str]:
-        """A speaker prompt and the voice's name, from a preset id or an own clip."""
-        if voice.preset_id is None:
-            label = f"speaker {voice.speaker}'s own voice"
-            return ContextClip(load_clip(voice.path, voice.transcript, voice.speaker, label), label, True), "own"
-        preset = self.presets.get(voice.preset_id)
-        if preset is None:
-            known = ", ".join(p.id for p in self.presets.all())
-            raise InputError(
-                f"There is no preset voice {voice.preset_id!r} (for speaker {voice.speaker}); the presets are: {known}."
-            )
-        segment = Segment(voice.speaker, preset.transcript, self.presets.audio(preset))
-        return ContextClip(segment, f"speaker {voice.speaker}'s voice ({preset.short_name})", True), preset.short_name
-
-    def context_turns(self, paths, transcripts, speakers, label="context turn", other_clips=()) -> list[ContextClip]:
-        """The conversation so far as clips; the request's clips (with `other_clips`) are checked together
-        from their headers before any is decoded."""
-        for name, value in (("context_audio", paths), ("context_text", transcripts), ("context_speakers", speakers)):
-            if value is not None and not isinstance(value, (list, tuple)):
-                raise InputError(f"{name} must be a list, one entry per context clip, got {type(value).__name__}.")
-        paths, transcripts, speakers = list(paths or []), list(transcripts or []), list(speakers or [])
-        if len(transcripts) <= MAX_CLIPS:  # every transcript before any clip is read (more: refused next)
-            for i, transcript in enumerate(transcripts):
-                check_transcript(transcript, f"{label} {i + 1}")
-        check_request_clips([*other_clips, *((path, f"{label} {i + 1}") for i, path in enumerate(paths))])
-        if not len(paths) == len(transcripts) == len(speakers):
-            raise InputError(
-                f"The context has {plural(len(paths), 'clip')}, {plural(len(transcripts), 'transcript')} and "
-                f"{plural(len(speakers), 'speaker')}: give one transcript and one speaker for every clip, in order."
-            )
-        clips = []
-        for i, (path, transcript, speaker) in enumerate(zip(paths, transcripts, speakers)):
-            name = f"{label} {i + 1}"
-            speaker = check_speaker(speaker, f"{capitalized(name)}: the speaker")
-            clips.append(ContextClip(load_clip(path, transcript, speaker, name), name))
-        return clips
-
-    def build_job(self, lines: list[Line], voices: list[Voice], turns: list[ContextClip], settings: Settings,
-                  note_unused_voices: bool = True, session: str | None = None, takes=1, first_turn=0) -> Job:  # fmt: skip
-        """Check every voice, clip and line, and that they fit the model's window, before any GPU time is spent.
-
-        A voice prompt is used only for a speaker who speaks (a line or a context turn): another would only
-        lengthen the prompt. The API says so in the report; the page, whose idle cards are normal, does not.
-        """
-        generator = self.require_generator()
-        speaking = {line.speaker for line in lines} | {clip.segment.speaker for clip in turns}
-        prompts, names, unused = [], {}, []
-        for voice in sorted(voices, key=lambda v: v.speaker):
-            clip, name = self.voice_prompt(voice)  # checked even when unused: a broken clip is worth knowing
-            if voice.speaker in speaking:
-                prompts.append(clip)
-                names[voice.speaker] = name
-            else:
-                unused.append(voice.speaker)
-        context = prompts + turns
-        self.check_fits(generator, lines, context, settings)
-        notes = []
-        if unused and note_unused_voices:
-            one = len(unused) == 1
-            notes.append(f"{speakers_phrase(unused)} say{'s' if one else ''} nothing in this request, so "
-                         f"{'its voice was' if one else 'their voices were'} not used.")  # fmt: skip
-        unvoiced = sorted({line.speaker for line in lines} - {clip.segment.speaker for clip in context})
-        if unvoiced:
-            notes.append(f"{speakers_phrase(unvoiced)} {'has' if len(unvoiced) == 1 else 'have'} no voice prompt "
-                         "and no earlier turn, so the model picked a voice at random.")  # fmt: skip
-        seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-        return Job(self.model_key, lines, context, settings, seed, names, notes, session, self.watermark_key,
-                   takes=check_takes(takes), first_turn=first_turn)  # fmt: skip
-
-    def check_fits(self, generator: Generator, lines: list[Line], context: list[ContextClip], settings) -> None:
-        """Refuse a line, or a single clip, that cannot fit the window next to the longest reply."""
-        budgets = []
-        for line in lines:
-            try:
-                budgets.append(generator.context_budget(line.text, line.speaker, settings.max_frames * FRAME_MS))
-            except ValueError:
-                window = generator.model.max_seq_len
-                raise InputError(
-                    f"The text plus a reply of up to {settings.max_seconds:g} s does not fit the model's window of "
-                    f"{window} frames ({window * FRAME_MS / 1000:.0f} s): shorten the text or lower the max length."
-                ) from None
-        for clip in context:
-            if generator.segment_frames(clip.segment) > min(budgets):
-                seconds = len(clip.segment.audio) / SAMPLE_RATE
-                room = max(min(budgets) * FRAME_MS / 1000 - 2, 0)
-                raise InputError(
-                    f"The clip of {clip.label} is {seconds:.0f} s long, too long for the model's context: "
-                    f"with a reply of up to {settings.max_seconds:g} s, about {room:.0f} s of audio fit. "
-                    "Use a shorter clip (5 to 30 s is plenty for a voice) or lower the max length."
-                )
 
     # -- jobs -> audio and files --------------------------------------------------------------------
 
@@ -361,6 +287,7 @@ class Studio:
             seconds=0.0 if audio is None else len(audio) / SAMPLE_RATE,
             elapsed_s=time.perf_counter() - started,
             warnings=job.notes + result_warnings(reports, len(job.lines)),
+            transcripts=[{"clip": c.label, "text": c.segment.text, "automatic": c.automatic} for c in job.context],
             stopped=stopped,
             error=error,
             take_paths=take_paths if job.takes > 1 else [],
@@ -387,20 +314,3 @@ def without_server_paths(message: str, model_name: str) -> str:
     for spelled in {str(folder.resolve()), str(folder), model_name}:
         message = message.replace(spelled, folder.resolve().name)
     return message
-
-
-def check_request_seconds(turns: int, settings: Settings) -> None:
-    """The most audio one request may ask for: the GPU is shared, and a request holds it while it runs."""
-    asked = turns * settings.max_seconds
-    if asked > MAX_REQUEST_SECONDS:
-        most = MAX_REQUEST_SECONDS // turns
-        raise InputError(
-            f"{plural(turns, 'turn')} of up to {settings.max_seconds:g} s ask for up to {asked:,.0f} s of audio; one "
-            f"request can ask for at most {MAX_REQUEST_SECONDS} s: lower the max length per turn to {most:g} s "
-            "or less, or split the script."
-        )
-
-
-def speakers_phrase(speakers: list[int]) -> str:
-    """[5] -> "Speaker 5"; [0, 5] -> "Speaker 0 and speaker 5"."""
-    return capitalized(" and ".join(f"speaker {s}" for s in speakers))

@@ -216,6 +216,43 @@ def test_infer_without_voice_clips_uses_the_default_voices(tiny_client):
     read(path)
 
 
+# -- transcription -------------------------------------------------------------------------------
+
+
+def test_transcribe_returns_the_clips_text_and_the_model_that_heard_it(tiny_client, tmp_path):
+    heard = tiny_client.predict(audio=example(RIVER), api_name="/transcribe")
+    assert set(heard) == {"text", "model"}
+    assert heard["text"] and heard["model"] == "tiny random Whisper: its text is nonsense"
+    assert tiny_client.predict(audio=example(RIVER), api_name="/transcribe") == heard
+    assert tiny_client.predict(audio=example(MAPLE), api_name="/transcribe")["text"] != heard["text"]
+    silent = write_clip("quiet-transcribe.wav", np.zeros(RATE, np.float32))
+    with pytest.raises(AppError, match="is silent"):
+        tiny_client.predict(audio=handle_file(str(silent)), api_name="/transcribe")
+
+
+def test_an_empty_context_transcript_is_transcribed_and_the_generation_hears_it(tiny_client):
+    request = dict(text="Hi!", speaker=1, context_audio=[example(RIVER)], context_speakers=[0], voices={"1": "maple"},
+                   topk=1, seed=3, **FAST)  # fmt: skip
+    audio_path, info = tiny_client.predict(**request, context_text=[""], api_name="/generate")
+    maple, river = info["transcripts"]  # the voice prompts first, then the conversation
+    assert maple == {"clip": "speaker 1's voice (Maple)", "text": MAPLE["transcript"], "automatic": False}
+    assert river["clip"] == "context turn 1" and river["automatic"] is True and river["text"]
+    assert any("context turn 1 was made by a tiny random Whisper" in w for w in info["warnings"])
+    # The generation used that text: typed in, it gives the same audio; another text does not.
+    typed_path, typed = tiny_client.predict(**request, context_text=[river["text"]], api_name="/generate")
+    assert typed["transcripts"][1] == {**river, "automatic": False} and typed["warnings"] == []
+    np.testing.assert_array_equal(read(audio_path), read(typed_path))
+    other_path, _ = tiny_client.predict(**request, context_text=["Something else."], api_name="/generate")
+    assert not np.array_equal(read(audio_path), read(other_path))
+
+
+def test_a_script_transcribes_an_empty_context_transcript_too(tiny_client):
+    _, _, info = tiny_client.predict(script="[0] Hi.", context_audio=[example(MAPLE)], context_text=[None],
+                                     context_speakers=[1], seed=1, **FAST, api_name="/generate_script")  # fmt: skip
+    (maple,) = info["transcripts"]
+    assert maple["automatic"] is True and maple["text"]
+
+
 # -- bad input: a clear message, and the server keeps serving ------------------------------------
 
 
@@ -254,10 +291,10 @@ BAD_REQUESTS = {
     ),
     "empty script": ("/generate_script", lambda clips: {"script": "\n  \n"}, "The script is empty"),
     "script tag without text": ("/generate_script", lambda clips: {"script": "[1]   "}, "Script line 1 is empty"),
-    "clip without transcript": (
+    "transcript that is not text": (
         "/generate",
-        lambda clips: {"text": "Hi", **context_of(ROOT / "examples" / RIVER["file"], text="  ")},
-        "has no transcript",
+        lambda clips: {"text": "Hi", **context_of(ROOT / "examples" / RIVER["file"], text=5)},
+        "The transcript of context turn 1 must be text, got int",
     ),
     "corrupt file": (
         "/generate",
@@ -470,6 +507,7 @@ def test_the_readme_api_example_runs(tiny_app, monkeypatch):
     read(names["audio_path"])
     assert len(names["turn_paths"]) == 3 and names["info"]["turns"][2]["text"] == "Finally."
     read(names["conversation_path"])
+    assert names["heard"]["text"] and "nonsense" in names["heard"]["model"]
     infer_example = readme.split("## API", 1)[1].split("```python\n", 2)[2].split("```", 1)[0]
     assert 'api_name="/infer"' in infer_example
     exec(compile(infer_example, "README.md", "exec"), names)  # the same client
