@@ -24,6 +24,7 @@ from studio.watermark import load_watermarker
 
 RATE = 24_000
 SCRIPT = "[0] Hello there, did you water the garden?\n[1]   Of course I did.\n[0] Then why is it so dry?"
+CHANGED = "No, I completely forgot about it, sorry: the hose was broken and the shop was shut all week."
 SETTINGS = (0.9, 50, 1, 42)  # 1 s turns keep the tiny model quick; seed 42: turns 42, 43, 44
 
 
@@ -186,11 +187,12 @@ def test_a_session_reproduces_bit_for_bit_with_the_watermark_on(studio, run, bun
 @pytest.mark.slow
 def test_a_changed_turn_is_reported_as_a_mismatch_from_that_turn_on(studio, bundle, tmp_path):
     def change(manifest):
-        manifest["turns"][1]["text"] = "I forgot, sorry."
+        # Long and unlike the first: the tiny random model heeds its text only weakly.
+        manifest["turns"][1]["text"] = CHANGED
 
     done = reproduce(studio, rezipped(bundle, tmp_path / "changed.zip", change))
     assert [t.matched for t in done.turns] == [True, False, False]  # turn 3 hears turn 2: it changes too
-    assert done.turns[1].text == "I forgot, sorry." and done.turns[1].max_abs_diff > 0
+    assert done.turns[1].text == CHANGED and done.turns[1].max_abs_diff > 0
     assert done.turns[2].max_abs_diff > 0 and not done.all_matched
     assert done.same_device_and_dtype and done.notes == []  # the setup is the same; the session is not
 
