@@ -413,3 +413,33 @@ def test_redo_a_middle_turn_keeps_the_turns_before_it(page):
     page.wait_for_function("() => !document.querySelector('#result-turn-2')?.innerText.includes('made with the old')",
                            timeout=90_000)  # fmt: skip
     assert turn_audio(page, 2) != after[2] and [turn_audio(page, i) for i in range(2)] == after[:2]
+
+
+def test_an_uploaded_clip_is_cleaned_up_and_transcribed_by_itself(page):
+    import numpy as np
+    import soundfile as sf
+
+    inputs = ARTIFACTS / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    rate, rng = 24_000, np.random.default_rng(5)
+    speech = 0.05 * rng.standard_normal(3 * rate) * np.sin(np.linspace(0, 40, 3 * rate)) ** 2
+    sf.write(
+        inputs / "padded.wav", np.concatenate([np.zeros(2 * rate), speech, np.zeros(rate)]).astype(np.float32), rate
+    )
+    page.locator("#voice-1 input").click()
+    page.get_by_role("option", name="Own voice: upload or record a clip").click()
+    page.locator("#own-audio-1 input[type=file]").set_input_files(str(inputs / "padded.wav"))
+    page.locator("#own-note-1").get_by_text("trimmed").wait_for(timeout=30_000)  # what the clean-up did
+    page.locator("#own-clean-1 audio").first.wait_for(state="attached")  # and what the model will hear
+    page.wait_for_function("() => document.querySelector('#own-text-1 textarea')?.value.trim().length > 0",
+                           timeout=60_000)  # fmt: skip
+    assert "Filled in automatically (tiny random Whisper" in page.locator("#own-text-1").inner_text()
+    page.locator("#own-text-1 textarea").fill("My own words.")  # typed text is the user's: a new clip keeps it
+    page.get_by_text("Add an earlier turn").click()
+    page.locator("#new-turn-audio input[type=file]").set_input_files(str(inputs / "padded.wav"))
+    page.wait_for_function("() => document.querySelector('#new-turn-text textarea')?.value.trim().length > 0",
+                           timeout=60_000)  # fmt: skip
+    page.locator("#add-turn").click()  # the automatic transcript is enough to add the turn
+    page.locator(".turn-row").first.wait_for()
+    assert page.locator("#own-text-1 textarea").input_value() == "My own words."
+    page.screenshot(path=str(ARTIFACTS / "browser-transcribed.png"), full_page=True)

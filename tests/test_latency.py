@@ -40,7 +40,7 @@ class SlowGenerator:
             for i in range(count):
                 if i:
                     time.sleep(CHUNK_S)
-                info.frames += 2
+                info.takes[0].frames += 2
                 yield torch.full((SAMPLES,), 0.1)
 
         return GenerationStream(chunks(), info)

@@ -78,6 +78,7 @@ class ConversationPanel:
     clip: gr.Audio
     note: gr.Markdown
     transcript: gr.Textbox
+    auto: gr.State  # the transcript last filled in automatically
     speaker: gr.Dropdown  # its choices follow the voice cards
     add: gr.Button
 
@@ -95,6 +96,7 @@ def conversation_panel(turns_state: gr.State, speaker_names: list, use_voice: Ca
             note = gr.Markdown("", elem_classes=["clip-note"], elem_id="new-turn-note")
             transcript = gr.Textbox(label="Transcript", lines=2, placeholder="The words spoken in the clip",
                                     elem_id="new-turn-text")  # fmt: skip
+            auto = gr.State("")
             speaker = gr.Dropdown(speaker_names[:SHOWN_CARDS], value=0, label="Speaker", elem_id="new-turn-speaker")
             add = gr.Button("Add to the conversation", variant="secondary", elem_id="add-turn")
-    return ConversationPanel(clip, note, transcript, speaker, add)
+    return ConversationPanel(clip, note, transcript, auto, speaker, add)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import time
 
+import logging
+
 import gradio as gr
 import numpy as np
 
@@ -35,6 +37,9 @@ from studio.ui.voices import (
     voice_name,
     voice_views,
 )
+
+
+log = logging.getLogger("csm-studio")
 
 
 class Page(LibraryEvents, TakeEvents):
@@ -121,10 +126,14 @@ class Page(LibraryEvents, TakeEvents):
         c.text.change(None, c.text, c.counter, js=COUNTER_JS, **UI_ONLY)
         show_mode = lambda mode: [gr.update(visible=mode == "One line")] * 2 + [gr.update(visible=mode != "One line")]  # noqa: E731
         c.mode.change(show_mode, c.mode, [c.line_group, c.examples.dataset, c.script_group], **UI_ONLY)
-        for card in self.cards:  # each clip is judged as it arrives, next to it
-            card.own_audio.change(lambda path: clip_note(path, room), card.own_audio, card.own_note, **PRIVATE,
-                                  **CLIP_WORK)  # fmt: skip
-        conv.clip.change(lambda path: clip_note(path, room), conv.clip, conv.note, **PRIVATE, **CLIP_WORK)
+        for card in self.cards:  # each clip is judged as it arrives, next to it, then transcribed
+            card.own_audio.change(self.arrived_voice, card.own_audio, [card.own_note, card.own_clean], **PRIVATE,
+                                  **CLIP_WORK).then(lambda *v: self.fill_transcript(*v, role="voice"),
+                                                    [card.own_audio, card.own_text, card.own_auto],
+                                                    [card.own_text, card.own_auto], **PRIVATE, **CLIP_WORK)  # fmt: skip
+        conv.clip.change(lambda path: clip_note(path, room), conv.clip, conv.note, **PRIVATE, **CLIP_WORK).then(
+            lambda *v: self.fill_transcript(*v, role="turn"), [conv.clip, conv.transcript, conv.auto],
+            [conv.transcript, conv.auto], **PRIVATE, **CLIP_WORK)  # fmt: skip
 
         def add_turn(turns, path, text, speaker, count, *picks):
             """A refused turn is said next to the clip and in a toast; the form stays as it was, to fix."""
@@ -139,6 +148,26 @@ class Page(LibraryEvents, TakeEvents):
         add_inputs = [self.turns_state, conv.clip, conv.transcript, conv.speaker, self.shown, *self.pickers]
         add_outputs = [self.turns_state, conv.clip, conv.transcript, conv.note]
         conv.add.click(add_turn, add_inputs, add_outputs, **PRIVATE, **CLIP_WORK)
+
+    def arrived_voice(self, path) -> list:
+        """A voice clip's note, and the prompt the model will hear of it (cleaned up), to listen to."""
+        if not path:
+            return ["", gr.update(value=None, visible=False)]
+        check = self.studio.check_clip(path, role="voice")
+        clean = (SAMPLE_RATE, check.audio) if check.audio is not None else None
+        return [check.note, gr.update(value=clean, visible=clean is not None)]
+
+    def fill_transcript(self, path, typed: str, auto: str, role: str) -> list:
+        """The clip's words in its transcript box, marked as automatic, unless the user typed their own."""
+        if not path or ((typed or "").strip() and typed != auto):
+            return [gr.update(), auto]
+        try:
+            text = self.studio.transcribe(path, role).text
+        except Exception as e:  # unreadable or silent (said in the note), or no recogniser: typing still works
+            log.info("No automatic transcript: %s", user_message(e))
+            return [gr.update(info=None), auto]
+        model = self.studio.asr_description
+        return [gr.update(value=text, info=f"✎ Filled in automatically ({model}): check it, and correct it"), text]
 
     # -- the context meter ---------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class SpeakerCard:
     own_audio: gr.Audio
     own_note: gr.Markdown
     own_text: gr.Textbox
+    own_clean: gr.Audio  # the prompt as the model will hear it: cleaned up
+    own_auto: gr.State  # the transcript last filled in automatically: replaced on the next clip, typed text is not
     save_name: gr.Textbox
     save: gr.Button
 
@@ -104,6 +106,9 @@ def speaker_card(studio: Studio, speaker: int) -> SpeakerCard:
             own_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Your clip (5-30 s)",
                                  elem_id=f"own-audio-{speaker}")  # fmt: skip
             own_note = gr.Markdown("", elem_classes=["clip-note"], elem_id=f"own-note-{speaker}")
+            own_clean = gr.Audio(label="What the model will hear: cleaned up", interactive=False, visible=False,
+                                 buttons=[], elem_id=f"own-clean-{speaker}", waveform_options=COMPACT_PLAYER)  # fmt: skip
+            own_auto = gr.State("")
             own_text = gr.Textbox(label="Its transcript", lines=2, placeholder="Exactly the words spoken in the clip",
                                   elem_id=f"own-text-{speaker}")  # fmt: skip
             with gr.Row(equal_height=True):
@@ -111,7 +116,7 @@ def speaker_card(studio: Studio, speaker: int) -> SpeakerCard:
                                        max_length=MAX_NAME_CHARS, elem_id=f"save-name-{speaker}")  # fmt: skip
                 save = gr.Button("☆ Save to my voices", size="sm", scale=2, elem_id=f"save-voice-{speaker}")
     return SpeakerCard(speaker, column, picker, preview, preview_text, own_group, own_audio, own_note, own_text,
-                       save_name, save)  # fmt: skip
+                       own_clean, own_auto, save_name, save)  # fmt: skip
 
 
 @dataclass
