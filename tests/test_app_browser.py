@@ -76,7 +76,7 @@ def test_pick_a_preset_type_a_line_generate_and_hear_it(page):
     page.locator("#line-text textarea").fill("Hello there, how are you today?")
     page.locator("#generate").click()
 
-    page.locator("#result-info").get_by_text("Seed").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("Seed").first.wait_for(timeout=60_000)
     if shutil.which("ffmpeg"):  # gradio streams through ffmpeg: the live player holds a playable <audio>
         page.wait_for_function(
             """() => Array.from(document.querySelectorAll('#live-audio audio'))
@@ -101,7 +101,7 @@ def test_a_script_becomes_the_conversation_which_can_be_reordered(page):
     page.get_by_label("Script").check()
     page.locator("#script-text textarea").fill("[0] Good morning!\n[1] Morning. Coffee?\n[0] Yes, please.")
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("Turn n used seed").wait_for(timeout=90_000)
+    page.locator("#result-info").get_by_text("Turn n used seed").first.wait_for(timeout=90_000)
     files = page.locator("#turn-files").inner_text()  # every turn's clip, to download
     names = ["turn-01-speaker0-river", "turn-02-speaker1-maple", "turn-03-speaker0-river"]  # by content
     assert all(name in files for name in names), files
@@ -119,7 +119,7 @@ def test_a_script_becomes_the_conversation_which_can_be_reordered(page):
     page.get_by_label("One line").check()  # the next line is generated in that context
     page.locator("#line-text textarea").fill("Here you go.")
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("First audio").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("First audio").first.wait_for(timeout=60_000)
     page.mouse.move(0, 0)  # no hover highlight in the picture (examples/screenshot.png is one of these)
     page.screenshot(path=str(ARTIFACTS / "browser-conversation.png"), full_page=True)
 
@@ -133,7 +133,7 @@ def test_a_bad_request_shows_its_message_in_the_page(page):
     # ...and the page still works afterwards
     page.locator("#line-text textarea").fill("Still here.")
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("Seed").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("Seed").first.wait_for(timeout=60_000)
 
 
 def test_an_own_voice_and_an_uploaded_earlier_turn(page):
@@ -148,15 +148,16 @@ def test_an_own_voice_and_an_uploaded_earlier_turn(page):
     page.locator("#own-text-1 textarea").fill("Good evening. My name is Atlas, and I read the late news.")
     page.get_by_text("Add an earlier turn").click()
     page.locator("#new-turn-audio input[type=file]").set_input_files(str(examples / "sol.wav"))
-    page.locator("#add-turn").click()
-    page.get_by_text("Turn 1 has no transcript").first.wait_for()
+    # Its transcript fills itself (the tiny Whisper's is nonsense): corrected by hand, as a user would.
+    page.wait_for_function("() => document.querySelector('#new-turn-text textarea')?.value.trim().length > 0",
+                           timeout=60_000)  # fmt: skip
     page.locator("#new-turn-text textarea").fill("Hey there, this is Sol. Let's keep it short and sweet today.")
     page.locator("#add-turn").click()
     page.locator(".turn-row").first.wait_for()
     assert "this is Sol" in page.locator(".turn-row").first.inner_text()
 
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("First audio").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("First audio").first.wait_for(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "browser-own-voice.png"), full_page=True)
 
 
@@ -202,7 +203,7 @@ def test_long_text_is_counted_and_refused_not_cut(page):
     assert "Error" not in page.locator("#result-audio").inner_text()
     page.locator("#line-text textarea").fill("Short again.")
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("Seed").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("Seed").first.wait_for(timeout=60_000)
 
 
 def dropdown_options(page, elem_id: str) -> list[str]:
@@ -235,7 +236,7 @@ def test_speaker_pickers_follow_the_voice_cards_by_name(page):
 def test_an_error_leaves_the_last_result_as_it_was(page):
     page.locator("#line-text textarea").fill("Hello there.")
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("Seed").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("Seed").first.wait_for(timeout=60_000)
     before = page.locator("#result-info").inner_text()
     page.locator("#line-text textarea").fill("")
     page.locator("#generate").click()
@@ -311,7 +312,7 @@ def test_a_saved_voice_survives_a_reload_and_every_speaker_is_offered_it(page):
     page.locator("#own-audio-0 audio").first.wait_for(state="attached")
     page.locator("#line-text textarea").fill("Tonight, the weather.")
     page.locator("#generate").click()
-    page.locator("#result-info").get_by_text("frames").wait_for(timeout=60_000)
+    page.locator("#result-info").get_by_text("frames").first.wait_for(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "browser-my-voices.png"), full_page=True)
 
     page.locator("#my-voices-pick input").click()
@@ -443,3 +444,53 @@ def test_an_uploaded_clip_is_cleaned_up_and_transcribed_by_itself(page):
     page.locator(".turn-row").first.wait_for()
     assert page.locator("#own-text-1 textarea").input_value() == "My own words."
     page.screenshot(path=str(ARTIFACTS / "browser-transcribed.png"), full_page=True)
+
+
+def test_a_session_is_bundled_shared_by_link_opened_and_reproduced(browser, tiny_app):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  permissions=["clipboard-read", "clipboard-write"])  # fmt: skip
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(tiny_app.url)
+    page.locator("#generate").wait_for()
+    page.get_by_label("Script").check()
+    script = "[0] Shall we share this?\n[1] Yes, send the link.\n[0] Done."
+    page.locator("#script-text textarea").fill(script)
+    open_settings(page)
+    page.locator("#seed input").fill("77")
+    page.locator("#generate").click()
+    page.locator("#result-turn-2").first.wait_for(timeout=90_000)
+    page.locator("#result-turn-1").first.locator(".rate-good").click()
+    page.get_by_text("Rated turn 2 take A good").first.wait_for()
+    page.get_by_text("📦 Share, open or reproduce a session").click()
+    page.locator("#make-bundle").click()
+    page.locator("#session-bundle a").first.wait_for()
+    bundle = page.locator("#session-bundle a").first.get_attribute("href")
+
+    page.get_by_role("button", name="🔗 Copy a link to it").click()
+    page.wait_for_function("() => navigator.clipboard.readText().then(t => t.includes('deep_link='))")
+    link = page.evaluate("() => navigator.clipboard.readText()")
+    shared = context.new_page()  # the link, opened as a colleague would: the page comes back as it was
+    shared.goto(link)
+    shared.locator("#result-turn-2").first.wait_for(timeout=60_000)
+    assert shared.locator("#script-text textarea").input_value() == script
+    assert "Yes, send the link." in shared.locator("#result-turn-1").first.inner_text()
+    assert "Shall we share this?" in shared.locator("#result-turn-0").first.inner_text()
+
+    downloaded = ARTIFACTS / "downloads" / "session.zip"
+    downloaded.parent.mkdir(parents=True, exist_ok=True)
+    downloaded.write_bytes(page.request.get(bundle).body())
+    fresh = context.new_page()
+    fresh.goto(tiny_app.url)
+    fresh.locator("#generate").wait_for()
+    fresh.get_by_text("📦 Share, open or reproduce a session").click()
+    fresh.locator("#open-session input[type=file]").set_input_files(str(downloaded))
+    fresh.locator("#result-turn-2").first.wait_for(timeout=60_000)
+    assert fresh.locator("#script-text textarea").input_value() == script
+    rated = fresh.locator("#result-turn-1").first.locator(".rate-good").first.get_attribute("class")
+    assert "primary" in rated  # the rating came back with the bundle
+    fresh.locator("#reproduce").click()
+    fresh.locator("#reproduce-report").get_by_text("Every turn came out the same").wait_for(timeout=90_000)
+    assert fresh.locator("#reproduce-report").inner_text().count("✓ yes") == 3
+    fresh.screenshot(path=str(ARTIFACTS / "browser-session.png"), full_page=True)
+    context.close()

@@ -17,6 +17,7 @@ from studio.ui.conversation import conversation_panel
 from studio.ui.events import Page
 from studio.ui.result import result_panel
 from studio.ui.style import INTRO, SHOWN_CARDS
+from studio.ui.share import share_panel
 from studio.ui.turns import show_turns
 from studio.ui.voices import default_voice, my_voices_panel, speaker_choices, voices_panel
 
@@ -45,13 +46,14 @@ def build_app(studio: Studio, queue_size: int = DEFAULT_QUEUE_SIZE, ratings: Rat
                 with gr.Column(scale=2):
                     result = result_panel(names)
                     gr.render(inputs=last_result)(lambda state: show_turns(state, pages[0]))
+                    share = share_panel()
             with gr.Tab("Check a clip"):
                 check = check_panel()
         api_endpoints(studio)
         infer_endpoint(studio)  # the official Space's /infer
         reproduce_endpoint(studio)  # /reproduce: a saved session generated again and compared
         page = Page(studio, cards, (add_speaker, remove_speaker), compose, (turns_state, last_result), conversation,
-                    result, check, my_voices, ratings or RatingLog())  # fmt: skip
+                    result, check, my_voices, ratings or RatingLog(), share)  # fmt: skip
         pages.append(page)
         page.wire(demo)
     demo.queue(max_size=queue_size, default_concurrency_limit=4)

@@ -23,7 +23,10 @@ from studio.stops import StopSignals
 from studio.ui.check import CheckPanel, describe_detection
 from studio.ui.compose import COUNTER_JS, Compose
 from studio.ui.conversation import ConversationPanel, add_earlier_turn
+from studio.sessions import session_draft
 from studio.ui.library_events import LibraryEvents
+from studio.ui.share import SharePanel
+from studio.ui.share_events import ShareEvents
 from studio.ui.result import ResultPanel, describe_result
 from studio.ui.style import MAX_CARDS, PRIVATE, SHOWN_CARDS, STREAMING, UI_ONLY
 from studio.ui.takes_events import TakeEvents
@@ -42,15 +45,16 @@ from studio.ui.voices import (
 log = logging.getLogger("csm-studio")
 
 
-class Page(LibraryEvents, TakeEvents):
+class Page(LibraryEvents, TakeEvents, ShareEvents):
     """The page's components, as the panels built them, and the events between them (those of the voice
     library and of the result's turns are in their own modules, mixed in)."""
 
     def __init__(self, studio: Studio, cards: list[SpeakerCard], speaker_buttons: tuple, compose: Compose,
                  states: tuple[gr.State, gr.State], conversation: ConversationPanel, result: ResultPanel,
-                 check: CheckPanel, my_voices: MyVoices, ratings: RatingLog):  # fmt: skip
+                 check: CheckPanel, my_voices: MyVoices, ratings: RatingLog, share: SharePanel):  # fmt: skip
         self.studio, self.cards, self.compose, self.result, self.check = studio, cards, compose, result, check
-        self.my_voices, self.ratings = my_voices, ratings
+        self.my_voices, self.ratings, self.share = my_voices, ratings, share
+        self.draft = gr.State(None)  # the last run's session draft (studio/sessions.py): what a bundle holds
         self.add_speaker, self.remove_speaker = speaker_buttons
         self.turns_state, self.last_result = states  # the conversation so far; the last result's turns
         self.conversation = conversation
@@ -66,6 +70,7 @@ class Page(LibraryEvents, TakeEvents):
         self.wire_inputs()
         self.wire_meter(demo)
         self.wire_generation(demo)
+        self.wire_share(self.loaded)
         self.check.button.click(self.check_clip, self.check.audio, self.check.result, **PRIVATE, **CLIP_WORK)
         self.check.audio.change(lambda path: "", self.check.audio, self.check.result, **UI_ONLY)  # no stale verdict
 
@@ -97,8 +102,8 @@ class Page(LibraryEvents, TakeEvents):
             return [u for card in views for u in card] + self.speaker_updates(count, picks, list(current)) + listing
 
         my = self.my_voices
-        demo.load(refresh, [self.shown, my.library, *speakers], card_views + speakers + [my.listing, my.pick],
-                  **UI_ONLY)  # fmt: skip
+        self.loaded = demo.load(refresh, [self.shown, my.library, *speakers],
+                                card_views + speakers + [my.listing, my.pick], **UI_ONLY)  # fmt: skip
 
         def names(count, *values):
             """`values`: every card's voice, then the speaker pickers' choices."""
@@ -243,7 +248,10 @@ class Page(LibraryEvents, TakeEvents):
             job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
             yield {r.status: f"*Generating {plural(len(job.lines), 'turn')}…*", r.live: None}
             blind = data[self.compose.blind]
-            yield from self.stream(job, flag, lambda result: self.show(result, results_state(result, blind)))
+            finish = lambda result: self.show(
+                result, results_state(result, blind), session_draft(self.studio, job, result)
+            )  # noqa: E731
+            yield from self.stream(job, flag, finish)
         except Exception as e:
             message = user_message(e)
             gr.Warning(message)
@@ -271,10 +279,11 @@ class Page(LibraryEvents, TakeEvents):
     def generation_outputs(self) -> list:
         r = self.result
         return [r.status, r.live, r.audio, r.info, r.files, r.reuse_seed, r.keep, r.use_row, r.use_turn,
-                r.use_speaker, self.last_result]  # fmt: skip
+                r.use_speaker, self.last_result, self.draft]  # fmt: skip
 
-    def show(self, result: Result, state: dict | None) -> dict:
-        """A finished run's updates; `state` is the result's turns as the page keeps them from now on."""
+    def show(self, result: Result, state: dict | None, draft=None) -> dict:
+        """A finished run's updates; `state` is the result's turns as the page keeps them from now on, `draft`
+        a new run's session draft (a redo keeps the run's: the bundle holds its turns as they now stand)."""
         r = self.result
         if not result.turns:
             return {r.status: "■ Stopped before it started: the last result is as it was."}
@@ -298,6 +307,7 @@ class Page(LibraryEvents, TakeEvents):
             r.use_turn: use_turn,
             r.use_speaker: self.speaker_of_first(state),
             self.last_result: state,
+            self.draft: draft if draft is not None else gr.update(),
         }
 
     def offer_turns(self, state: dict) -> list:

@@ -1,0 +1,37 @@
+"""What a copied link may name: only a session bundle the app wrote, never another file of the server's."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.outputs import OUTPUT_DIR, new_output_dir
+from studio.ui.share import bundle_of_token, bundle_token
+
+
+def test_a_link_names_a_bundle_of_the_apps_own_and_nothing_else(tmp_path):
+    folder = new_output_dir()
+    bundle = folder / "csm-studio-session-20261126-101500.zip"
+    bundle.write_bytes(b"PK")
+    token = bundle_token(bundle)
+    assert token == f"{folder.name}/{bundle.name}" and bundle_of_token(token) == bundle.resolve()
+    (folder / "turn-01-speaker0.wav").write_bytes(b"RIFF")
+    outside = tmp_path / "csm-studio-session-20261126-101500.zip"
+    outside.write_bytes(b"PK")
+    for hostile in [
+        f"{folder.name}/turn-01-speaker0.wav",  # a file of the app's, but not a bundle
+        f"../{folder.name}/{bundle.name}",
+        str(bundle),  # a server path
+        str(outside),
+        f"{folder.name}/../{folder.name}/{bundle.name}",
+        f"{folder.name}/csm-studio-session-20261126-999999.zip",  # well formed, but no such bundle
+        "",
+        None,
+        {"path": str(bundle)},
+    ]:
+        assert bundle_of_token(hostile) is None, hostile
+    assert bundle.resolve().is_relative_to(OUTPUT_DIR.resolve())
+
+
+@pytest.mark.parametrize("token", ["run-1/x.zip", "run-20261126-101500-abcdef12/csm-studio-session-1.zip\n"])
+def test_malformed_tokens_are_refused(token):
+    assert bundle_of_token(token) is None
