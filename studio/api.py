@@ -13,7 +13,7 @@ from gradio.data_classes import FileData, GradioRootModel
 from gradio.utils import get_upload_folder, is_in_or_equal
 from pydantic import ValidationError
 
-from csm.audio import save_wav
+from csm.audio import load_mono, save_wav
 from studio.errors import InputError, user_facing_errors
 from studio.inputs import (
     DEFAULT_MAX_SECONDS,
@@ -23,8 +23,11 @@ from studio.inputs import (
     TURN_GAP_S,
     check_line,
     check_speaker,
+    number,
     parse_script,
+    plural,
     shown,
+    whole_number,
 )
 from studio.jobs import CLIP_WORK, ONE_AT_A_TIME, TAKE_LABELS
 from studio.outputs import stitch
@@ -116,10 +119,48 @@ def takes_one_after_another(paths: list[Path]) -> tuple[Path, list[dict]]:
     return joined, places
 
 
+def check_redo_from(redo_from, script) -> int:
+    """The 0-based index of the first turn to generate: redo_from 0 or 1 is all of them."""
+    turns = len(parse_script(script))
+    return max(whole_number(redo_from, "redo_from", 0, turns, hint=" (the script's turn to start from; 0: all)") - 1, 0)
+
+
+def redo_request(lines: list, first: int, earlier: list, context: tuple, seed) -> tuple:
+    """A script whose turns before `first` are given (`turn_audio`): they join the context, their texts and
+    speakers from the script, and turn n keeps seed + n - 1, as in a run of the whole script."""
+    if len(earlier) != first:
+        raise InputError(
+            f"redo_from={first + 1} generates from turn {first + 1}: give the audio of the "
+            f"{plural(first, 'earlier turn')} in turn_audio, oldest first (got {plural(len(earlier), 'file')})."
+        )
+    if not first:
+        return lines, context, seed
+    paths, texts, speakers = (list(part or []) for part in context)
+    paths += earlier
+    texts += [line.text for line in lines[:first]]
+    speakers += [line.speaker for line in lines[:first]]
+    given = seed not in (None, -1, "-1") and str(seed).strip()
+    return lines[first:], (paths, texts, speakers), (number(seed, "Seed") + first) if given else seed
+
+
+def with_earlier_turns(result: Result, earlier: list) -> Path | None:
+    """A redo's conversation: the given earlier turns, then the new ones, TURN_GAP_S apart."""
+    if result.audio_path is None:
+        return None
+    audios = [load_mono(path, SAMPLE_RATE).numpy() for path in earlier] + [
+        sf.read(result.audio_path, dtype="float32")[0]
+    ]
+    path = result.audio_path.parent / "conversation-redone.wav"
+    save_wav(path, stitch(audios), SAMPLE_RATE)
+    return path
+
+
 def api_handlers(studio: Studio):
-    def run(lines, context_audio, context_text, context_speakers, voices, settings, request, takes=1) -> Result:
+    def run(lines, context_audio, context_text, context_speakers, voices, settings, request, takes=1,
+            first_turn=0) -> Result:  # fmt: skip
         context, started = (context_audio, context_text, context_speakers), time.perf_counter()
-        job = studio.prepare(lines, api_voices(voices), context, settings, session=request.session_hash, takes=takes)
+        job = studio.prepare(lines, api_voices(voices), context, settings, session=request.session_hash, takes=takes,
+                             first_turn=first_turn)  # fmt: skip
         job.requested_at = started  # first audio counts from the request's start, its clips' reading included
         result = None
         for result in studio.run(job):  # only the last event, the Result, is kept
@@ -146,14 +187,17 @@ def api_handlers(studio: Studio):
 
     def generate_script(
         script, context_audio=None, context_text=None, context_speakers=None, voices=None, temperature=0.9, topk=50,
-        max_seconds=DEFAULT_MAX_SECONDS, seed=-1, takes=1, request: gr.Request = None,
+        max_seconds=DEFAULT_MAX_SECONDS, seed=-1, takes=1, redo_from=0, turn_audio=None, request: gr.Request = None,
     ):  # fmt: skip
         with user_facing_errors():
             studio.require_generator()
-            result = run(parse_script(script), context_audio, context_text, context_speakers, voices,
-                         (temperature, topk, max_seconds, seed), request, takes)  # fmt: skip
+            lines, earlier, first = parse_script(script), list(turn_audio or []), check_redo_from(redo_from, script)
+            lines, context, seed = redo_request(lines, first, earlier, (context_audio, context_text, context_speakers),
+                                                seed)  # fmt: skip
+            result = run(lines, *context, voices, (temperature, topk, max_seconds, seed), request, takes, first)
             files = [p for paths in result.take_paths for p in paths] or result.turn_paths  # turn by turn, A first
-            return str(result.audio_path), [str(p) for p in files], result.info(studio.description)
+            conversation = with_earlier_turns(result, earlier) if first else result.audio_path
+            return str(conversation), [str(p) for p in files], result.info(studio.description)
 
     def detect(audio):
         with user_facing_errors():
@@ -188,6 +232,7 @@ def api_endpoints(studio: Studio) -> None:
             gr.Number(-1, label="seed"),
             gr.Number(1, label="takes"),
         ]
+        redo = [gr.Number(0, label="redo_from"), clip_files("turn_audio")]
         audio = gr.Audio(type="filepath", format="wav", label="audio")
         conversation = gr.Audio(type="filepath", format="wav", label="conversation")
         turns = gr.File(file_count="multiple", label="turns")
@@ -197,7 +242,7 @@ def api_endpoints(studio: Studio) -> None:
         generate_trigger, script_trigger, detect_trigger, transcribe_trigger = (gr.Button() for _ in range(4))
     generate_trigger.click(generate, [text, speaker, *context, *settings], [audio, info], api_name="generate",
                            api_description=GENERATE_DOC, **ONE_AT_A_TIME)  # fmt: skip
-    script_trigger.click(generate_script, [script, *context, *settings], [conversation, turns, info],
+    script_trigger.click(generate_script, [script, *context, *settings, *redo], [conversation, turns, info],
                          api_name="generate_script", api_description=SCRIPT_DOC, **ONE_AT_A_TIME)  # fmt: skip
     detect_trigger.click(detect, [clip], [detection], api_name="detect", api_description=DETECT_DOC, **CLIP_WORK)
     transcribe_trigger.click(transcribe, [clip], [heard], api_name="transcribe", api_description=TRANSCRIBE_DOC,

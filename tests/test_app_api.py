@@ -553,3 +553,26 @@ def test_takes_of_a_script_every_take_a_file_and_take_a_in_the_conversation(tiny
     a1, a2 = (sf.read(f, dtype="float32")[0] for f in (files[0], files[2]))
     assert len(joined) == len(a1) + int(0.25 * RATE) + len(a2)
     assert np.array_equal(joined[: len(a1)], a1)
+
+
+def test_a_middle_turn_is_redone_through_the_api_with_the_turns_before_it_kept(tiny_client):
+    script = "[0] One.\n[1] Two.\n[0] Three.\n[1] Four."
+    args = {"script": script, "voices": {"0": "river", "1": "maple"}, "seed": 42, **FAST}
+    _, turns, info = tiny_client.predict(**args, api_name="/generate_script")
+    before = [handle_file(t) for t in turns[:2]]
+    conversation, redone, again = tiny_client.predict(
+        **args, redo_from=3, turn_audio=before, api_name="/generate_script"
+    )
+    assert [(t["index"], t["seed"], t["text"]) for t in again["turns"]] == [(2, 44, "Three."), (3, 45, "Four.")]
+    assert [Path(p).name for p in redone] == ["turn-03-speaker0-river.wav", "turn-04-speaker1-maple.wav"]
+    joined = sf.read(conversation, dtype="int16")[0]
+    gap = int(0.25 * RATE)
+    one, two = (sf.read(t, dtype="int16")[0] for t in turns[:2])
+    new = [sf.read(t, dtype="int16")[0] for t in redone]
+    np.testing.assert_array_equal(joined[: len(one)], one)  # the turns before it, byte for byte
+    np.testing.assert_array_equal(joined[len(one) + gap : len(one) + gap + len(two)], two)
+    assert len(joined) == len(one) + len(two) + sum(len(t) for t in new) + 3 * gap
+    with pytest.raises(AppError, match="give the audio of the 2 earlier turns in turn_audio"):
+        tiny_client.predict(**args, redo_from=3, turn_audio=before[:1], api_name="/generate_script")
+    with pytest.raises(AppError, match="redo_from must be a whole number from 0 to 4"):
+        tiny_client.predict(**args, redo_from=7, api_name="/generate_script")

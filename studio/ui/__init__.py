@@ -16,8 +16,8 @@ from studio.ui.compose import compose_panel
 from studio.ui.conversation import conversation_panel
 from studio.ui.events import Page
 from studio.ui.result import result_panel
-from studio.ui.style import INTRO, SHOWN_CARDS
 from studio.ui.share import share_panel
+from studio.ui.style import INTRO, SHOWN_CARDS
 from studio.ui.turns import show_turns
 from studio.ui.voices import default_voice, my_voices_panel, speaker_choices, voices_panel
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import html
-import time
-
 import logging
+import time
 
 import gradio as gr
 import numpy as np
@@ -19,15 +18,15 @@ from studio.outputs import wav_bytes
 from studio.ratings import RatingLog
 from studio.report import Result
 from studio.service import Studio
+from studio.sessions import session_draft
 from studio.stops import StopSignals
 from studio.ui.check import CheckPanel, describe_detection
 from studio.ui.compose import COUNTER_JS, Compose
 from studio.ui.conversation import ConversationPanel, add_earlier_turn
-from studio.sessions import session_draft
 from studio.ui.library_events import LibraryEvents
+from studio.ui.result import ResultPanel, describe_result
 from studio.ui.share import SharePanel
 from studio.ui.share_events import ShareEvents
-from studio.ui.result import ResultPanel, describe_result
 from studio.ui.style import MAX_CARDS, PRIVATE, SHOWN_CARDS, STREAMING, UI_ONLY
 from studio.ui.takes_events import TakeEvents
 from studio.ui.turns import results_state, spoken_turns
@@ -40,7 +39,6 @@ from studio.ui.voices import (
     voice_name,
     voice_views,
 )
-
 
 log = logging.getLogger("csm-studio")
 
