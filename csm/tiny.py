@@ -250,21 +250,24 @@ def is_tiny_checkpoint(folder: str | Path) -> bool:
 
 
 def tiny_checkpoint_dir(seed: int = 0, num_codebooks: int = 8) -> Path:
-    """A cached tiny checkpoint, built on first use under `cache_root()`.
-
-    Built in a temporary folder and renamed into place, so concurrent processes never see a
-    half-written checkpoint: the first rename wins, the others discard their copy.
-    """
+    """A cached tiny checkpoint, built on first use under `cache_root()`."""
     final = cache_root() / f"tiny-seed{seed}-cb{num_codebooks}-v{TINY_VERSION}"
-    if (final / MARKER_FILE).is_file():
+    return built_once(final, lambda folder: build_tiny_checkpoint(folder, seed=seed, num_codebooks=num_codebooks))
+
+
+def built_once(final: Path, build, marker: str = MARKER_FILE) -> Path:
+    """`final`, built by `build(folder)` unless it holds `marker` already. Built in a temporary folder and
+    renamed into place, so concurrent processes never see a half-written one: the first rename wins, the
+    others discard their copy."""
+    if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        build_tiny_checkpoint(scratch, seed=seed, num_codebooks=num_codebooks)
+        build(scratch)
         os.rename(scratch, final)
     except OSError:
-        if not (final / MARKER_FILE).is_file():  # not "someone else got there first"
+        if not (final / marker).is_file():  # not "someone else got there first"
             raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

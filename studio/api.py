@@ -91,6 +91,29 @@ def clip_files(label: str) -> gr.File:
     return files
 
 
+def one_uploaded_file(component, label: str, what: str):
+    """`component` (a gr.File or gr.Audio, type "filepath") made to take one file uploaded here, or None: any
+    other payload gets a message naming the argument (`what` it must be), not gradio's own check; the API
+    still describes the component's file, from the schema cached first."""
+    component.api_info()
+    component.data_model = AnyPayload
+
+    def preprocess(payload: AnyPayload | None) -> str | None:
+        given = None if payload is None else payload.root
+        if given is None:
+            return None
+        try:
+            checked = FileData.model_validate(given, context={"validate_meta": True})
+        except ValidationError:
+            raise gr.Error(f"{label} must be {what} sent with handle_file(...).", print_exception=False) from None
+        if not is_in_or_equal(checked.path, get_upload_folder()):
+            raise gr.Error(f"{label} must be a file uploaded with handle_file(...).", print_exception=False)
+        return checked.path
+
+    component.preprocess = preprocess
+    return component
+
+
 def api_voices(voices) -> list[Voice]:
     """`{"speaker": "preset id"}` -> Voices."""
     if voices is None:

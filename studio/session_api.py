@@ -6,11 +6,8 @@ It runs in the generation queue (ONE_AT_A_TIME): reproducing is generating.
 from __future__ import annotations
 
 import gradio as gr
-from gradio.data_classes import FileData
-from gradio.utils import get_upload_folder, is_in_or_equal
-from pydantic import ValidationError
 
-from studio.api import AnyPayload
+from studio.api import one_uploaded_file
 from studio.errors import InputError, user_facing_errors
 from studio.jobs import ONE_AT_A_TIME
 from studio.reproduce import reproduce
@@ -25,26 +22,8 @@ REPRODUCE_DOC = (
 
 
 def bundle_file(label: str) -> gr.File:
-    """One uploaded file, or None. As the other endpoints' files: a payload that is not a file uploaded here
-    gets a message naming the argument, not gradio's own check; the API still describes a file."""
-    upload = gr.File(type="filepath", file_types=[".zip"], label=label)
-    upload.api_info()  # cached before the payload check is swapped
-    upload.data_model = AnyPayload
-
-    def preprocess(payload: AnyPayload | None) -> str | None:
-        given = None if payload is None else payload.root
-        if given is None:
-            return None
-        try:
-            checked = FileData.model_validate(given, context={"validate_meta": True})
-        except ValidationError:
-            raise gr.Error(f"{label} must be a .zip file sent with handle_file(...).", print_exception=False) from None
-        if not is_in_or_equal(checked.path, get_upload_folder()):
-            raise gr.Error(f"{label} must be a file uploaded with handle_file(...).", print_exception=False)
-        return checked.path
-
-    upload.preprocess = preprocess
-    return upload
+    """One uploaded .zip, or None; anything else is refused with a message naming the argument."""
+    return one_uploaded_file(gr.File(type="filepath", file_types=[".zip"], label=label), label, "a .zip file")
 
 
 def reproduce_handler(studio: Studio):

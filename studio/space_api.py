@@ -13,11 +13,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import soundfile as sf
-from gradio.data_classes import FileData
-from gradio.utils import get_upload_folder, is_in_or_equal
-from pydantic import ValidationError
 
-from studio.api import AnyPayload
+from studio.api import one_uploaded_file
 from studio.errors import InputError, user_facing_errors
 from studio.inputs import (
     MAX_REQUEST_SECONDS,
@@ -102,28 +99,8 @@ def joined(result: Result) -> Path:
 
 
 def voice_clip(label: str) -> gr.Audio:
-    """One uploaded clip, or None. As api.clip_files: a payload that is not a file uploaded here gets a
-    message naming the argument, not gradio's own check; the API still describes an audio file."""
-    clip = gr.Audio(type="filepath", label=label)
-    clip.api_info()  # cached before the payload check is swapped
-    clip.data_model = AnyPayload
-
-    def preprocess(payload: AnyPayload | None) -> str | None:
-        given = None if payload is None else payload.root
-        if given is None:
-            return None
-        try:
-            checked = FileData.model_validate(given, context={"validate_meta": True})
-        except ValidationError:
-            raise gr.Error(
-                f"{label} must be an audio file sent with handle_file(...).", print_exception=False
-            ) from None
-        if not is_in_or_equal(checked.path, get_upload_folder()):
-            raise gr.Error(f"{label} must be a file uploaded with handle_file(...).", print_exception=False)
-        return checked.path
-
-    clip.preprocess = preprocess
-    return clip
+    """One uploaded clip, or None; anything else is refused with a message naming the argument."""
+    return one_uploaded_file(gr.Audio(type="filepath", label=label), label, "an audio file")
 
 
 def infer_handler(studio: Studio):

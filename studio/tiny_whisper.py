@@ -109,11 +109,10 @@ def build_tiny_whisper(folder: str | Path, seed: int = 0) -> Path:
 def tiny_whisper_dir(seed: int = 0) -> Path:
     """The tiny Whisper, built on first use next to the tiny CSM checkpoint, and renamed into place
     whole, so concurrent processes never see a half-written one."""
-    from csm.tiny import cache_root
+    from csm.tiny import built_once, cache_root
 
     final = cache_root() / f"tiny-whisper-seed{seed}-v{TINY_WHISPER_VERSION}"
-    if (final / MARKER_FILE).is_file():
-        return final
+    return built_once(final, lambda folder: build_tiny_whisper(folder, seed=seed), MARKER_FILE)
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:

@@ -240,16 +240,23 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
     def generate(self, data: dict, request: gr.Request):
         """Stream the run into the live player, then show the files and the report. The last result
         stays until a new one replaces it; a bad request or a failure is said in the status line."""
+        blind = data[self.compose.blind]
+        yield from self.run_on_page(
+            request,
+            lambda: self.job(data, request.session_hash),
+            lambda job: f"*Generating {plural(len(job.lines), 'turn')}…*",
+            lambda job, result: (results_state(result, blind), session_draft(self.studio, job, result)),
+        )
+
+    def run_on_page(self, request: gr.Request, make_job, status, states):
+        """A job made by `make_job()` run for this page: `status(job)` while it runs, then the result shown
+        with `states(job, result)` (the page's result state, and a new session draft if any)."""
         r, flag = self.result, self.stops.flag(request.session_hash)
         try:
-            job = self.job(data, request.session_hash)
+            job = make_job()
             job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
-            yield {r.status: f"*Generating {plural(len(job.lines), 'turn')}…*", r.live: None}
-            blind = data[self.compose.blind]
-            finish = lambda result: self.show(
-                result, results_state(result, blind), session_draft(self.studio, job, result)
-            )  # noqa: E731
-            yield from self.stream(job, flag, finish)
+            yield {r.status: status(job), r.live: None}
+            yield from self.stream(job, flag, lambda result: self.show(result, *states(job, result)))
         except Exception as e:
             message = user_message(e)
             gr.Warning(message)

@@ -100,17 +100,11 @@ class TakeEvents:
         )  # fmt: skip
 
     def redo(self, data: dict, request: gr.Request, k: int, same_seed: bool, rest: bool):
-        r, flag, last = self.result, self.stops.flag(request.session_hash), data[self.last_result]
-        try:
-            job = self.redo_job(data, k, same_seed, rest, request.session_hash)
-            job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
-            what = f"turns {k + 1} to {len(last['turns'])}" if rest else f"turn {k + 1}"
-            yield {r.status: f"*Making {what} again…*", r.live: None}
-            finish = lambda result: self.show(result, replace_turns(last, result, data[self.compose.blind]))  # noqa: E731
-            yield from self.stream(job, flag, finish)
-        except Exception as e:
-            message = user_message(e)
-            gr.Warning(message)
-            yield {r.status: f"⚠️ {message}"}
-        finally:
-            self.stops.release(request.session_hash, flag)
+        last, blind = data[self.last_result], data[self.compose.blind]
+        what = f"turns {k + 1} to {len(last['turns'])}" if rest else f"turn {k + 1}"
+        yield from self.run_on_page(
+            request,
+            lambda: self.redo_job(data, k, same_seed, rest, request.session_hash),
+            lambda job: f"*Making {what} again…*",
+            lambda job, result: (replace_turns(last, result, blind),),
+        )
