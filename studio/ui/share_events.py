@@ -6,6 +6,7 @@ import gradio as gr
 import soundfile as sf
 
 from studio.errors import InputError, user_message
+from studio.inputs import SAMPLE_RATE
 from studio.jobs import ONE_AT_A_TIME
 from studio.reproduce import reproduce
 from studio.sessions import Session, draft_bundle, open_session
@@ -109,6 +110,6 @@ class ShareEvents:
         rows = ["| Turn | Same audio | Largest difference | Seconds |", "|---|---|---|---|"]
         for t in done.turns:
             diff = "–" if t.max_abs_diff is None else f"{t.max_abs_diff} (16-bit steps)"
-            rows.append(f"| {t.turn} | {'✓ yes' if t.matched else '✗ no'} | {diff} | {t.samples / 24000:.2f} |")
+            rows.append(f"| {t.turn} | {'✓ yes' if t.matched else '✗ no'} | {diff} | {t.samples / SAMPLE_RATE:.2f} |")
         verdict = "✓ Every turn came out the same." if done.all_matched else "✗ Not every turn came out the same."
         return "\n\n".join([f"**{verdict}**", "\n".join(rows), *[f"ℹ️ {note}" for note in done.notes]])
