@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import io
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import soundfile as sf
 
 from studio.errors import InputError
 from studio.inputs import MAX_TRANSCRIPT_CHARS, SAMPLE_RATE, plural
-from studio.outputs import OUTPUT_DIR
+from studio.outputs import OUTPUT_DIR, OUTPUT_TTL_S
 
 # A browser keeps about 5 MB per site, and the whole library travels in a request (1 MB at most,
 # studio/guard.py): six voices of up to 20 s, about 60 to 120 KB each, fit both with room.
@@ -123,7 +124,10 @@ def entry_file(entry: dict) -> Path:
     if rate != SAMPLE_RATE or audio.ndim != 1 or not len(audio):
         raise InputError(f"The saved voice {entry['name']!r} is not a voice this app saved: delete it.")
     LIBRARY_DIR.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".part")
+    for old in LIBRARY_DIR.glob("*.wav"):  # decoded copies go with the app's other outputs: written again if asked
+        if time.time() - old.stat().st_mtime > OUTPUT_TTL_S:
+            old.unlink(missing_ok=True)
+    partial = path.with_suffix(f".{uuid.uuid4().hex[:8]}.part")
     sf.write(partial, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     partial.replace(path)
     return path

@@ -31,7 +31,8 @@ class Result:
             "seed": self.seed,
             "seconds": round(self.seconds, 3),
             "sample_rate": SAMPLE_RATE,
-            "gap_seconds": TURN_GAP_S if self.planned_turns > 1 else 0.0,
+            # A script's turns are joined TURN_GAP_S apart (a redo from turn k > 1 too: after the given ones).
+            "gap_seconds": TURN_GAP_S if self.planned_turns > 1 or (self.turns and self.turns[0].index) else 0.0,
             "turns": [self.turn_info(i) for i in range(len(self.turns))],
             "warnings": self.warnings,
             "transcripts": self.transcripts,

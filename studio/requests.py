@@ -44,8 +44,10 @@ class Requests:
         """A request as the API and the page both make it -> a Job, every part checked first.
 
         `turns` is the conversation so far as (paths, transcripts, speakers); `settings` as
-        (temperature, topk, max_seconds, seed), as typed; `options` go to build_job.
+        (temperature, topk, max_seconds, seed), as typed; `options` go to build_job. `transcribe=False`
+        leaves an empty transcript empty (the context meter: it must not run the speech recogniser).
         """
+        transcribe = options.pop("transcribe", True)
         if "takes" in options:  # said before any clip is read
             options["takes"] = check_takes(options["takes"])
         settings = Settings.parse(*settings)
@@ -54,7 +56,8 @@ class Requests:
         for voice in voices:
             if voice.preset_id is None:
                 check_transcript(voice.transcript, f"speaker {voice.speaker}'s own voice")
-        return self.build_job(lines, voices, self.context_turns(*turns, other_clips=own), settings, **options)
+        turns = self.context_turns(*turns, other_clips=own, transcribe=transcribe)
+        return self.build_job(lines, voices, turns, settings, transcribe=transcribe, **options)
 
     def voice_prompt(self, voice: Voice, used: bool = True) -> tuple[ContextClip, str]:
         """A speaker prompt and the voice's name, from a preset id or an own clip (an unused one is checked,
@@ -71,7 +74,8 @@ class Requests:
         segment = Segment(voice.speaker, preset.transcript, self.presets.audio(preset))
         return ContextClip(segment, f"speaker {voice.speaker}'s voice ({preset.short_name})", True), preset.short_name
 
-    def context_turns(self, paths, transcripts, speakers, label="context turn", other_clips=()) -> list[ContextClip]:
+    def context_turns(self, paths, transcripts, speakers, label="context turn", other_clips=(),
+                      transcribe=True) -> list[ContextClip]:  # fmt: skip
         """The conversation so far as clips; the request's clips (with `other_clips`) are checked together
         from their headers before any is decoded."""
         for name, value in (("context_audio", paths), ("context_text", transcripts), ("context_speakers", speakers)):
@@ -89,7 +93,8 @@ class Requests:
             )
         names = [f"{label} {i + 1}" for i in range(len(paths))]
         speakers = [check_speaker(s, f"{capitalized(name)}: the speaker") for s, name in zip(speakers, names)]
-        return [self.own_clip(*clip, prompt=False) for clip in zip(paths, transcripts, speakers, names)]
+        return [self.own_clip(*clip, prompt=False, transcribe=transcribe)
+                for clip in zip(paths, transcripts, speakers, names)]  # fmt: skip
 
     def own_clip(self, path, transcript, speaker: int, label: str, prompt: bool, transcribe=True) -> ContextClip:
         """A user's clip, cleaned up as a voice prompt or as a conversation turn (clips.cleaned_clip), with
@@ -105,7 +110,8 @@ class Requests:
         return ContextClip(segment, label, prompt, automatic=automatic, problems=problems)
 
     def build_job(self, lines: list[Line], voices: list[Voice], turns: list[ContextClip], settings: Settings,
-                  note_unused_voices: bool = True, session: str | None = None, takes=1, first_turn=0) -> Job:  # fmt: skip
+                  note_unused_voices: bool = True, session: str | None = None, takes=1, first_turn=0,
+                  transcribe=True) -> Job:  # fmt: skip
         """Check every voice, clip and line, and that they fit the model's window, before any GPU time is spent.
 
         A voice prompt is used only for a speaker who speaks (a line or a context turn): another would only
@@ -115,7 +121,7 @@ class Requests:
         speaking = {line.speaker for line in lines} | {clip.segment.speaker for clip in turns}
         prompts, names, unused = [], {}, []
         for voice in sorted(voices, key=lambda v: v.speaker):
-            clip, name = self.voice_prompt(voice, voice.speaker in speaking)  # a broken clip is worth knowing
+            clip, name = self.voice_prompt(voice, transcribe and voice.speaker in speaking)  # broken: worth knowing
             if voice.speaker in speaking:
                 prompts.append(clip)
                 names[voice.speaker] = name

@@ -192,7 +192,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         if not self.studio.can_generate:
             return ""
         try:
-            job = self.job(data, session=None)
+            job = self.job(data, session=None, transcribe=False)  # an empty transcript counts as empty here
         except Exception as e:  # a half-filled form, mostly: said quietly, Generate says it loudly
             return f"<small>Context window: {html.escape(user_message(e))}</small>"
         return describe_meter(measure(job, self.studio.generator))
@@ -223,7 +223,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         self.stops.release(request.session_hash)
         self.clicked.pop(request.session_hash, None)
 
-    def job(self, data: dict, session: str | None) -> Job:
+    def job(self, data: dict, session: str | None, transcribe: bool = True) -> Job:
         studio, c = self.studio, self.compose
         studio.require_generator()
         lines = (
@@ -232,7 +232,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         turns = data[self.turns_state]
         context = ([t["path"] for t in turns], [t["text"] for t in turns], [t["speaker"] for t in turns])
         return studio.prepare(lines, self.voices(data), context, c.settings(data), note_unused_voices=False,
-                              session=session, takes=data[c.takes])  # fmt: skip
+                              session=session, takes=data[c.takes], transcribe=transcribe)  # fmt: skip
 
     def voices(self, data: dict) -> list:
         return [v for card in self.cards[: data[self.shown]] if (v := card.voice(data)) is not None]
@@ -245,7 +245,10 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
             request,
             lambda: self.job(data, request.session_hash),
             lambda job: f"*Generating {plural(len(job.lines), 'turn')}…*",
-            lambda job, result: (results_state(result, blind), session_draft(self.studio, job, result)),
+            lambda job, result: (
+                results_state(result, blind, data[self.turns_state]),
+                session_draft(self.studio, job, result),
+            ),  # fmt: skip
         )
 
     def run_on_page(self, request: gr.Request, make_job, status, states):
@@ -300,13 +303,14 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         if result.error:
             status = f"⚠️ {result.error} What was generated before is kept below."
         files = [take["path"] for turn in state["turns"] for take in turn["takes"]]
+        blind = any(turn["blind"] for turn in state["turns"])  # the files' names would tell the takes apart
         keep, use_row, use_turn = self.offer_turns(state)
         return {
             r.status: status,
             r.audio: state["conversation"],
             r.info: describe_result(result, self.studio.description),
-            r.files: gr.update(value=files, visible=len(files) > 1),
-            r.reuse_seed: gr.update(value=f"♻ Reuse seed {result.seed}", visible=True),
+            r.files: gr.update(value=files, visible=len(files) > 1 and not blind),
+            r.reuse_seed: gr.update(value=f"♻ Reuse seed {state['seed']}", visible=True),
             r.keep: keep,
             r.use_row: use_row,
             r.use_turn: use_turn,

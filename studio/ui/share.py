@@ -14,6 +14,8 @@ import gradio as gr
 import soundfile as sf
 
 from csm.generator import FRAME_MS
+from studio.errors import InputError
+from studio.inputs import SAMPLE_RATE
 from studio.jobs import TAKE_LABELS
 from studio.outputs import OUTPUT_DIR
 from studio.sessions import Session, SessionTurn
@@ -74,8 +76,14 @@ def bundle_of_token(token) -> Path | None:
 def turn_state_of(turn: SessionTurn) -> dict:
     """A bundle's turn as the page keeps a result's turn (studio/ui/turns.py)."""
     takes, kept = [], 0
-    for i, take in enumerate(t for t in turn.takes if t.path):
-        seconds = sf.info(take.path).frames / sf.info(take.path).samplerate
+    given = [t for t in turn.takes if t.path]
+    if len(given) > len(TAKE_LABELS):
+        raise InputError(f"Turn {turn.index + 1} of this session has {len(given)} takes; at most {len(TAKE_LABELS)}.")
+    for i, take in enumerate(given):
+        info = sf.info(take.path)  # from anyone: a turn of this app's is a 24 kHz mono WAV
+        if info.samplerate != SAMPLE_RATE or info.channels != 1:
+            raise InputError(f"Turn {turn.index + 1}'s take {i + 1} in this session is not a 24 kHz mono WAV.")
+        seconds = info.frames / info.samplerate
         ended = turn.report.get("ended_by_model", True)
         takes.append({"label": TAKE_LABELS[i], "path": take.path, "seconds": round(seconds, 3), "seed": take.seed,
                       "frames": round(seconds * 1000 / FRAME_MS), "ended_by_model": ended, "rating": take.rating})  # fmt: skip

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import soundfile as sf
 
 from studio.errors import InputError, user_message
 from studio.inputs import SAMPLE_RATE
 from studio.jobs import ONE_AT_A_TIME
+from studio.manifest import check_manifest
 from studio.reproduce import reproduce
-from studio.sessions import Session, draft_bundle, open_session
+from studio.sessions import Draft, Session, draft_bundle, open_session
 from studio.ui.conversation import new_turn
 from studio.ui.share import bundle_of_token, bundle_token, extra_of, page_state_of
 from studio.ui.style import MAX_CARDS, PRIVATE, SHOWN_CARDS
@@ -43,7 +46,7 @@ class ShareEvents:
         c, r = self.compose, self.result
         cards = [x for card in self.cards for x in (card.column, card.picker, card.own_audio, card.own_text)]
         return [self.shown, *cards, self.add_speaker, self.remove_speaker, c.mode, c.text, c.speaker, c.script,
-                c.temperature, c.topk, c.max_seconds, c.seed, c.takes, self.turns_state, self.last_result,
+                c.temperature, c.topk, c.max_seconds, c.seed, c.takes, self.turns_state, self.last_result, self.draft,
                 r.audio, r.info, r.status, r.files, r.keep, r.use_row, r.use_turn]  # fmt: skip
 
     def open_linked(self, token) -> list:
@@ -57,20 +60,22 @@ class ShareEvents:
         if not path:
             return [gr.update()] * len(self.restore_outputs)
         try:
-            session = open_session(path)
-        except Exception as e:
+            return self.restored(open_session(path))
+        except Exception as e:  # refused by open_session, or clips it could not read back
             message = user_message(e)
             gr.Warning(message)
             return [gr.update()] * (len(self.restore_outputs) - 5) + [f"⚠️ {message}"] + [gr.update()] * 4
-        state = page_state_of(session)
-        count = min(max(SHOWN_CARDS, *(v.speaker + 1 for v in session.voices)), MAX_CARDS)
+
+    def restored(self, session: Session) -> list:
+        state = {**page_state_of(session), "context": self.conversation_of(session)}
+        count = min(max([SHOWN_CARDS, *(v.speaker + 1 for v in session.voices)]), MAX_CARDS)
         files = [take["path"] for turn in state["turns"] for take in turn["takes"]]
         keep, use_row, use_turn = self.offer_turns(state)
         opened = f"📂 Opened a session made {session.created or 'at an unknown time'} with {session.model.get('id')}."
         return [count, *self.cards_of(session, count), gr.update(visible=count < MAX_CARDS),
                 gr.update(visible=count > SHOWN_CARDS), *self.compose_of(session), self.conversation_of(session),
-                state, state["conversation"], opened, "", gr.update(value=files, visible=len(files) > 1), keep,
-                use_row, use_turn]  # fmt: skip
+                state, opened_draft(session), state["conversation"], opened, "",
+                gr.update(value=files, visible=len(files) > 1), keep, use_row, use_turn]  # fmt: skip
 
     def cards_of(self, session: Session, count: int) -> list:
         voices, updates = {v.speaker: v for v in session.voices}, []
@@ -113,3 +118,8 @@ class ShareEvents:
             rows.append(f"| {t.turn} | {'✓ yes' if t.matched else '✗ no'} | {diff} | {t.samples / SAMPLE_RATE:.2f} |")
         verdict = "✓ Every turn came out the same." if done.all_matched else "✗ Not every turn came out the same."
         return "\n\n".join([f"**{verdict}**", "\n".join(rows), *[f"ℹ️ {note}" for note in done.notes]])
+
+
+def opened_draft(session: Session) -> Draft:
+    """An opened session's own draft: a bundle made from the page now holds this session, its files as opened."""
+    return Draft(session.manifest, {name: Path(session.folder) / name for name in check_manifest(session.manifest)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio.clips import MIN_CLIP_S
 from studio.errors import user_message
 from studio.inputs import Line
 from studio.jobs import ONE_AT_A_TIME, Job
@@ -59,9 +60,8 @@ class TakeEvents:
         except Exception as e:
             gr.Warning(user_message(e))
             return gr.update()
-        gr.Info(
-            f"Rated turn {turn['index'] + 1} take {turn['takes'][t]['label']} {verdict}: it is in the ratings table."
-        )
+        label = f"take {turn['order'].index(t) + 1}" if turn["blind"] else f"take {turn['takes'][t]['label']}"
+        gr.Info(f"Rated turn {turn['index'] + 1} {label} {verdict}: it is in the ratings table.")
         return rate(last, k, t, verdict, rating.note)
 
     # -- redo ------------------------------------------------------------------------------------
@@ -86,10 +86,14 @@ class TakeEvents:
     def redo_job(self, data: dict, k: int, same_seed: bool, rest: bool, session: str) -> Job:
         """Turn k (and with `rest` the turns after it) in the context of the voices, the conversation and
         the kept takes of the turns before it; the current settings, the turn's seed or a new one."""
-        c, turns = self.compose, data[self.last_result]["turns"]
+        c, last = self.compose, data[self.last_result]
+        turns = last["turns"]
         lines = [Line(t["speaker"], t["text"]) for t in (turns[k:] if rest else turns[k : k + 1])]
-        before = [{"path": kept(t)["path"], "text": t["text"], "speaker": t["speaker"]} for t in turns[:k]]
-        context = [*data[self.turns_state], *before]
+        # As the run heard them: its conversation, then the kept takes before turn k. A turn without audio,
+        # cut by Stop or under half a second (not a clip the checks take) was not, or cannot be, context.
+        before = [{"path": kept(t)["path"], "text": t["text"], "speaker": t["speaker"]} for t in turns[:k]
+                  if not t["stopped"] and kept(t)["seconds"] >= MIN_CLIP_S]  # fmt: skip
+        context = [*last.get("context", []), *before]
         temperature, topk, max_seconds, _ = c.settings(data)
         seed = turns[k]["seed"] if same_seed else -1
         return self.studio.prepare(

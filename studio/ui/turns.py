@@ -47,12 +47,14 @@ def turn_entry(result: Result, i: int, blind: bool) -> dict:
             "blind": blind and len(takes) > 1, "stale": None}  # fmt: skip
 
 
-def results_state(result: Result, blind: bool = False) -> dict:
-    """A finished run as the page keeps it."""
+def results_state(result: Result, blind: bool = False, context: list | None = None) -> dict:
+    """A finished run as the page keeps it; `context`: the conversation it heard (the page's turns then),
+    which a Redo of one of its turns hears again."""
     turns = [turn_entry(result, i, blind) for i in range(len(result.turns))]
     script = result.planned_turns > 1 or bool(turns and turns[0]["index"] > 0)
     return {"seed": result.seed, "run": result.audio_path.parent.name if result.audio_path else "", "turns": turns,
-            "script": script, "conversation": str(result.audio_path) if result.audio_path else None}  # fmt: skip
+            "script": script, "conversation": str(result.audio_path) if result.audio_path else None,
+            "context": list(context or [])}  # fmt: skip
 
 
 def kept(turn: dict) -> dict:
@@ -97,9 +99,9 @@ def replace_turns(state: dict, redone: Result, blind: bool) -> dict:
     new = results_state(redone, blind)["turns"]
     first = new[0]["index"]
     turns = state["turns"][:first] + new + state["turns"][first + len(new) :]
-    turns = with_later_turns_stale(turns, first + len(new) - 1) if first + len(new) < len(turns) else turns
-    if len(new) > 1 or first + len(new) == len(turns):  # "Redo the rest" made them all again
-        turns = [dict(t, stale=None) if i >= first else t for i, t in enumerate(turns)]
+    turns = with_later_turns_stale(turns, first) if first + len(new) < len(turns) else turns
+    # The turns made now are fresh; after "Redo the rest" that is all of them, unless it was stopped.
+    turns = [dict(t, stale=None) if first <= i < first + len(new) else t for i, t in enumerate(turns)]
     return restitched({**state, "turns": turns})
 
 
