@@ -176,10 +176,10 @@ def queue_error(server, api_name: str, data: list) -> str:
 def test_context_audio_names_only_uploaded_files(server):
     """A forged entry naming a server file is refused before the file is looked at: by the app when it is a
     bare path, by gradio's own check when it claims to be one of gradio's files."""
-    bare = queue_error(server, "generate", ["Hi", 0, [{"path": "/etc/passwd"}], ["Words."], [0], {}, 0.9, 50, 1, -1])
+    bare = queue_error(server, "generate", ["Hi", 0, [{"path": "/etc/passwd"}], ["Words."], [0], {}, 0.9, 50, 1, -1, 1])
     assert "context_audio must be" in bare, bare
     claimed = {"path": str(RIVER), "meta": {"_type": "gradio.FileData"}}
-    forged = queue_error(server, "generate", ["Hi", 0, [claimed], ["Words."], [0], {}, 0.9, 50, 1, -1])
+    forged = queue_error(server, "generate", ["Hi", 0, [claimed], ["Words."], [0], {}, 0.9, 50, 1, -1, 1])
     assert '"success": false' in forged or '"success":false' in forged, forged
     for answer in (bare, forged):
         assert "no longer on the server" not in answer and "cannot be read" not in answer  # nothing was read
@@ -267,7 +267,7 @@ def test_memory_stays_flat_over_many_fresh_clients(server):
 
     def request():
         session = uuid.uuid4().hex
-        data = ["", 0, [], [], [], {}, 0.9, 50, 1, -1]  # refused at once: the cost is the session's
+        data = ["", 0, [], [], [], {}, 0.9, 50, 1, -1, 1]  # refused at once: the cost is the session's
         http.post(server.url + "gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
                                                               "session_hash": session})  # fmt: skip
         with http.stream("GET", f"{server.url}gradio_api/queue/data?session_hash={session}") as events:
