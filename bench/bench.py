@@ -2,6 +2,7 @@
 
     python -m bench.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--frames N]
                           [--repeats R] [--small] [--json out.json] [--checkpoint-dir DIR] [--quantize int8]
+                          [--takes N]
 
 Nothing is downloaded. A random `CsmForConditionalGeneration` with CSM-1B's shapes (or, with
 --small, tiny ones for CI) is saved with `save_pretrained`, and both sides load those files: ours
@@ -22,6 +23,12 @@ text (312 frames). Measured:
 --dtype, measured in the same rotation, and its ratios to ours in --dtype. Before the speed runs, a
 child process measures how far int8 moves the model's outputs (bench.accuracy: per-layer SNR,
 codebook-0 logit error, agreement of greedy codes over 50 frames).
+
+`--takes N` measures something else: ours alone, one generation of N takes of the turn against one
+take, in one worker, alternating (who goes first swaps every repeat). Each run is the generator's
+whole pass from a cold cache (`Generator.stream_parts`: the prompt prefilled once, --frames frames
+per take, every take's audio decoded by Mimi), timed to take 0's first chunk and to the end. The
+ratios are N takes' times over 1 take's (`takes4_over_1_time` for N = 4).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import torch
+
+from csm.inputs import MAX_TAKES
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_SECONDS = 0.08  # Mimi: 12.5 frames per second
@@ -391,7 +400,41 @@ class OursInt8Runner(OursRunner):
     quantize = "int8"
 
 
-RUNNERS = {"ours": OursRunner, "transformers": TransformersRunner, "ours-int8": OursInt8Runner}
+class OursTakesRunner(OursRunner):
+    """Ours through csm.generator's whole pass (`Generator.stream_parts`): one prefill, N takes, Mimi for each."""
+
+    def __init__(self, folder: str, device: torch.device, dtype: torch.dtype, prompt_seed: int):
+        from csm.generator import Generator, PromptPart
+
+        super().__init__(folder, device, dtype, prompt_seed)
+        self.generator = Generator(self.model, None, self.codec)  # the prompt is token ids already: no tokenizer
+        n = self.model.num_codebooks
+        parts = prompt_parts(n, self.model.config.text_vocab_size, prompt_seed)
+        # As the generator splits a prompt: each context clip (its text, then its audio), then the target text.
+        groups = [parts[i : i + 2] for i in range(0, 2 * CONTEXT_CLIPS, 2)] + [parts[2 * CONTEXT_CLIPS :]]
+        keys = [("bench clip", i) for i in range(CONTEXT_CLIPS)] + [None]
+        self.parts = [
+            PromptPart(key, *(t[0].to(device) for t in our_frames(group, n))) for key, group in zip(keys, groups)
+        ]
+
+    def generate_takes(self, takes: int, count: int, seed: int) -> dict:
+        from csm.generator import GenerationInfo, TakeInfo
+
+        self.model.reset_caches()  # cold, as a conversation's first request: nothing of the last run is reused
+        info = GenerationInfo(seed=seed, takes=[TakeInfo() for _ in range(takes)])
+        start, first = synced_clock(self.device), None
+        for _ in self.generator.stream_parts(self.parts, count, TEMPERATURE, TOPK, info):
+            first = first or time.perf_counter()  # chunks arrive on the host: nothing is pending
+        done = time.perf_counter()
+        return dict(
+            takes=takes, frames=[t.frames for t in info.takes], audio_samples=[t.audio.numel() for t in info.takes],
+            seconds=done - start, first_audio_seconds=first - start, after_first_audio_seconds=done - first,
+        )  # fmt: skip
+
+
+RUNNERS = {
+    "ours": OursRunner, "transformers": TransformersRunner, "ours-int8": OursInt8Runner, "ours-takes": OursTakesRunner,
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,11 +469,17 @@ class Worker:
             load_average=load,
         )  # fmt: skip
 
+    def takes(self, takes: int, frames: int, seed: int) -> dict:
+        load = os.getloadavg()[0]
+        result = self.runner.generate_takes(takes, frames, seed)
+        self.frames_decoded = max(self.frames_decoded, *result["frames"])
+        return {**result, "load_average": load}
+
     def memory(self) -> dict:
         return {**memory_figures(self.device), **self.runner.sizes(self.frames_decoded)}
 
 
-WORKER_OPS = ("decode", "first_audio", "memory")
+WORKER_OPS = ("decode", "first_audio", "takes", "memory")
 
 
 def serve(name: str, folder: str, device: str, dtype: str, prompt_seed: int) -> None:
@@ -642,6 +691,92 @@ def side_ratios(one: dict, other: dict) -> dict:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# --takes N: ours alone, N takes of a turn in one pass against 1 take
+
+
+def measure_takes(folder: Path, args, log_dir: Path) -> tuple[dict, dict, dict]:
+    """Runs of 1 and of N takes, alternating in one worker; its ready message and its memory."""
+    worker = WorkerProcess("ours-takes", folder, args.device, args.dtype, args.seed, log_dir)
+    counts = (1, args.takes)
+    try:
+        ready = worker.read()
+        print(f"loaded: ours {ready['load_seconds']:.1f} s", file=sys.stderr)
+        for takes in counts:  # warm-up: the caches' rows for N takes, kernel selection, a CUDA graph per count
+            worker.call("takes", takes=takes, frames=min(3, args.frames), seed=args.seed)
+        runs = {takes: [] for takes in counts}
+        for repeat in range(args.repeats):
+            for takes in counts if repeat % 2 == 0 else counts[::-1]:  # who goes first alternates
+                result = worker.call("takes", takes=takes, frames=args.frames, seed=args.seed + repeat)
+                runs[takes].append(result)
+                print(f"repeat {repeat + 1}/{args.repeats} {takes} take(s): {result['seconds']:.2f} s, first audio "
+                      f"{result['first_audio_seconds']:.2f} s, frames {result['frames']}", file=sys.stderr)  # fmt: skip
+        memory = worker.call("memory")
+    finally:
+        worker.close()
+    return runs, ready, memory
+
+
+def summarize_takes(runs: list[dict]) -> dict:
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    return dict(
+        seconds=median("seconds"),  # the whole pass: prefill, every frame, every take's Mimi decoding
+        best_seconds=min(r["seconds"] for r in runs),
+        first_audio_seconds=median("first_audio_seconds"),  # prefill + take 0's first chunk
+        after_first_audio_seconds=median("after_first_audio_seconds"),  # the frames after it, and Mimi
+        frames=[r["frames"] for r in runs],
+        audio_samples=[r["audio_samples"] for r in runs],
+        runs=runs,
+    )
+
+
+def takes_report(args, runs: dict, ready: dict, memory: dict) -> dict:
+    summaries = {str(takes): summarize_takes(rs) for takes, rs in runs.items()}
+    one, many = summaries["1"], summaries[str(args.takes)]
+    name = f"takes{args.takes}_over_1"
+    settings = dict(
+        dtype=args.dtype, frames=args.frames, repeats=args.repeats, small=args.small, seed=args.seed,
+        temperature=TEMPERATURE, topk=TOPK, takes=args.takes, prompt_frames=prompt_length(),
+        first_audio_frames=FIRST_AUDIO_FRAMES, frame_seconds=FRAME_SECONDS, cache="cold (every run prefills the prompt)",
+    )  # fmt: skip
+    return dict(
+        device=ready["device"], device_type=args.device,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"), torch_version=torch.__version__,
+        python_version=sys.version.split()[0],
+        command="python -m bench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        settings=settings, shapes=shapes_for(args.small), takes=summaries,
+        ratios={
+            f"{name}_time": many["seconds"] / one["seconds"],
+            f"{name}_time_best": many["best_seconds"] / one["best_seconds"],
+            f"{name}_time_after_first_audio": many["after_first_audio_seconds"] / one["after_first_audio_seconds"],
+            f"{name}_first_audio": many["first_audio_seconds"] / one["first_audio_seconds"],
+        },
+        memory=memory, peak_memory_bytes=memory["peak_bytes"], load_seconds=ready["load_seconds"],
+        threads=ready["threads"], peak_excludes_loading=ready["peak_excludes_loading"],
+    )  # fmt: skip
+
+
+def print_takes_table(data: dict) -> None:
+    s, n = data["settings"], data["settings"]["takes"]
+    one, many, r = data["takes"]["1"], data["takes"][str(n)], data["ratios"]
+
+    def row(label: str, key: str, ratio: str | None) -> tuple[str, ...]:
+        return label, f"{one[key]:.3f}", f"{many[key]:.3f}", f"{r[f'takes{n}_over_1_{ratio}']:.2f}x" if ratio else ""
+
+    print(f"\n{'small' if s['small'] else 'CSM-1B'} shapes, {data['device_type']} {s['dtype']}, {data['device']}, "
+          f"{s['frames']} frames x {s['repeats']} repeats (medians), torch {data['torch_version']}: "
+          f"ours, {n} takes in one pass against 1 take")  # fmt: skip
+    print_rows(("", "1 take", f"{n} takes", f"{n} / 1"), [
+        row("whole pass s (prefill, frames, every take's Mimi)", "seconds", "time"),
+        row("whole pass, best run s", "best_seconds", "time_best"),
+        row(f"prefill ({s['prompt_frames']} frames) + first chunk s", "first_audio_seconds", "first_audio"),
+        row("after the first chunk s", "after_first_audio_seconds", "time_after_first_audio"),
+    ])  # fmt: skip
+    print(f"peak memory {gb(data['peak_memory_bytes'])} GB")
+
+
 def measure_accuracy(folder: Path, args, scratch: Path) -> dict:
     """bench.accuracy in a child process: both models at once, away from the speed workers' memory."""
     out = scratch / "accuracy.json"
@@ -754,6 +889,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quantize", choices=["int8"], help="also run ours with int8 weights, and its accuracy")
     parser.add_argument("--accuracy-frames", type=int, default=50, help="greedy frames compared (--quantize)")
+    parser.add_argument("--takes", type=int, help="instead: ours alone, N takes of a turn in one pass against 1 take")
     parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--build-checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -762,6 +898,10 @@ def parse_args(argv=None):
         parser.error("--frames must be at least 2 (frames/s is measured after the first)")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.takes is not None and not 2 <= args.takes <= MAX_TAKES:
+        parser.error(f"--takes must be from 2 to {MAX_TAKES}")
+    if args.takes and args.quantize:
+        parser.error("--takes measures ours in --dtype only: leave out --quantize")
     return args
 
 
@@ -776,10 +916,16 @@ def main(argv=None) -> None:
         started = time.perf_counter()
         ensure_checkpoint(folder, args.small, args.seed)
         print(f"checkpoint ready in {time.perf_counter() - started:.1f} s: {folder}", file=sys.stderr)
-        accuracy = measure_accuracy(folder, args, Path(scratch)) if args.quantize else None
-        results, device = measure(folder, args, Path(scratch))
-    data = report(args, results, device, accuracy)
-    print_table(data)
+        if args.takes:
+            data = takes_report(args, *measure_takes(folder, args, Path(scratch)))
+        else:
+            accuracy = measure_accuracy(folder, args, Path(scratch)) if args.quantize else None
+            results, device = measure(folder, args, Path(scratch))
+            data = report(args, results, device, accuracy)
+    if args.takes:
+        print_takes_table(data)
+    else:
+        print_table(data)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=2) + "\n")

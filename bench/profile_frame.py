@@ -1,14 +1,15 @@
 """Where one decode frame of our CSM spends its time: backbone, depth decoder, the rest.
 
     python -m bench.profile_frame [--checkpoint-dir DIR] [--small] [--dtype float32] [--frames 8] [--ops]
-                                  [--quantize int8]
+                                  [--quantize int8] [--takes N]
 
 Runs the real `Model.generate_frame` (prefill of bench.bench's 312-frame prompt, then one frame
 per step) with timing hooks on the backbone and decoder stacks and on each block's attention and
 MLP; "the rest" (embeddings, heads, sampling, Python) is the frame time minus the stacks. The
 weight bytes each part reads per frame give its effective memory bandwidth: a batch-1 decode step
 is a chain of matrix-vector products, so it cannot beat the time to stream its weights once.
-`--ops` adds a torch.profiler table of one decode frame.
+`--ops` adds a torch.profiler table of one decode frame. `--takes N` decodes N takes at once, as the
+generator does (the prompt prefilled at batch 1, then shared by the N rows of the cache).
 """
 
 from __future__ import annotations
@@ -66,16 +67,18 @@ def load(args):
 
     checkpoint = loading.resolve_checkpoint(str(args.checkpoint_dir))
     model = loading.load_model(checkpoint, args.device, getattr(torch, args.dtype), quantize=args.quantize)
-    model.setup_caches(1)
+    model.setup_caches(args.takes)
     return model
 
 
 @torch.inference_mode()
-def profile(model, frames: int, ops: bool) -> None:
+def profile(model, frames: int, ops: bool, takes: int = 1) -> None:
+    from csm.decoding import share_prompt
+
     device, n = model.device, model.num_codebooks
     tokens, mask = (t.to(device) for t in our_frames(prompt_parts(n, model.config.text_vocab_size, 0), n))
     prompt_len = tokens.shape[1]
-    step_tokens = torch.zeros(1, 1, n + 1, dtype=torch.long, device=device)
+    step_tokens = torch.zeros(takes, 1, n + 1, dtype=torch.long, device=device)
     step_mask = torch.ones_like(step_tokens, dtype=torch.bool)
     step_mask[..., -1] = False  # generated frames carry no text
 
@@ -89,24 +92,32 @@ def profile(model, frames: int, ops: bool) -> None:
                 timer.hook(block.mlp, f"{name} MLP")
 
     def step(frame, i):
-        step_tokens[0, 0, :-1] = frame[0]
-        position = torch.full((1, 1), prompt_len + i - 1, device=device)
+        step_tokens[:, 0, :-1] = frame
+        position = torch.full((takes, 1), prompt_len + i - 1, device=device)
         return model.generate_frame(step_tokens, step_mask, position, TEMPERATURE, TOPK)
+
+    def prefill():
+        positions = torch.arange(prompt_len, device=device)[None]
+        if takes == 1:
+            return model.generate_frame(tokens, mask, positions, TEMPERATURE, TOPK)
+        last = model.backbone_hidden(tokens, mask, positions)[:, -1]
+        share_prompt(model, takes, prompt_len)
+        return model.sample_frame(last.expand(takes, -1).contiguous(), TEMPERATURE, TOPK)
 
     def run(count: int):
         torch.manual_seed(0)
         model.reset_caches()
         timer.reset()
         started = timer._now()
-        frame = model.generate_frame(tokens, mask, torch.arange(prompt_len, device=device)[None], TEMPERATURE, TOPK)
-        prefill = timer._now() - started
+        frame = prefill()
+        prefill_seconds = timer._now() - started
         per_frame = []
         for i in range(1, count):
             timer.reset()
             started = timer._now()
             frame = step(frame, i)
             per_frame.append((timer._now() - started, dict(timer.seconds)))
-        return prefill, per_frame
+        return prefill_seconds, per_frame
 
     run(3)  # warm-up
     plain_prefill, plain = run(frames)  # no hooks: the reference speed
@@ -125,7 +136,7 @@ def profile(model, frames: int, ops: bool) -> None:
     }
     rest = total - part["backbone"] - part["decoder"]
     int8 = " with int8 weights" if any(isinstance(m, Int8Linear) for m in model.modules()) else ""
-    print(f"\n{model.dtype}{int8}, {torch.get_num_threads()} threads, prompt {prompt_len} frames")
+    print(f"\n{model.dtype}{int8}, {torch.get_num_threads()} threads, prompt {prompt_len} frames, {takes} take(s)")
     print(f"prefill + first frame: {plain_prefill:.3f} s")
     print(
         f"decode frame (median): {plain_total * 1e3:.1f} ms ({1 / plain_total:.2f} frames/s, "
@@ -147,7 +158,7 @@ def profile(model, frames: int, ops: bool) -> None:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        frame = torch.zeros(1, n, dtype=torch.long, device=device)
+        frame = torch.zeros(takes, n, dtype=torch.long, device=device)
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             step(frame, frames)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
@@ -163,12 +174,13 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", action="store_true", help="also print a torch.profiler table of one frame")
     parser.add_argument("--quantize", choices=["int8"], help="int8 weights (csm.quantize)")
+    parser.add_argument("--takes", type=int, default=1, help="takes decoded at once (rows of one batch)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="csm-profile-") as scratch:
         args.checkpoint_dir = args.checkpoint_dir or Path(scratch) / "checkpoint"
         ensure_checkpoint(args.checkpoint_dir, args.small, args.seed)
         model = load(args)
-        profile(model, max(args.frames, 2), args.ops)
+        profile(model, max(args.frames, 2), args.ops, args.takes)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The benchmark (bench/bench.py) runs end to end in its small form, with --quantize int8, and reports every figure.
+"""The benchmark (bench/bench.py) runs end to end in its small form, with --quantize int8 and in its --takes
+mode, and reports every figure.
 
 Timings are not tests: nothing here asserts on speed, only that the run completes, counts the
 frames it was asked for, and writes every field as a positive number.
@@ -117,3 +118,35 @@ def test_int8_weights_are_smaller_and_its_accuracy_is_reported(report):
     assert 0 < accuracy["codebook0_logit_error_mean"] <= accuracy["codebook0_logit_error_max"]
     assert 0 <= accuracy["free_running_code_agreement"] <= 1
     assert 0.5 < accuracy["teacher_forced_code_agreement"] <= 1
+
+
+@pytest.fixture(scope="module")
+def takes_report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench-takes") / "takes.json"
+    command = [sys.executable, "-m", "bench.bench", "--small", "--device", "cpu", "--frames", str(FRAMES),
+               "--repeats", "2", "--takes", "4", "--json", str(out)]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, f"the benchmark failed:\n{done.stderr[-4000:]}"
+    assert "4 takes in one pass against 1 take" in done.stdout
+    return json.loads(out.read_text())
+
+
+def test_takes_mode_times_four_takes_against_one_in_the_same_run(takes_report):
+    settings, takes = takes_report["settings"], takes_report["takes"]
+    assert settings["takes"] == 4 and settings["frames"] == FRAMES and settings["repeats"] == 2
+    assert set(takes) == {"1", "4"} and "transformers" not in takes_report
+    for count in (1, 4):
+        figures = takes[str(count)]
+        # Every run made every take's frames and its audio: the whole pass was timed, Mimi included.
+        assert figures["frames"] == [[FRAMES] * count] * 2
+        assert figures["audio_samples"] == [[FRAMES * 1920] * count] * 2
+        assert 0 < figures["first_audio_seconds"] < figures["seconds"]
+        assert 0 < figures["best_seconds"] <= figures["seconds"]
+    ratios = takes_report["ratios"]
+    assert ratios["takes4_over_1_time"] == pytest.approx(takes["4"]["seconds"] / takes["1"]["seconds"])
+    assert ratios["takes4_over_1_time_after_first_audio"] == pytest.approx(
+        takes["4"]["after_first_audio_seconds"] / takes["1"]["after_first_audio_seconds"]
+    )
+    assert set(ratios) == {f"takes4_over_1_{name}" for name in ("time", "time_best", "time_after_first_audio",
+                                                                 "first_audio")}  # fmt: skip
+    assert takes_report["peak_memory_bytes"] > 0 and takes_report["threads"] >= 1
