@@ -476,6 +476,8 @@ def test_a_session_is_bundled_shared_by_link_opened_and_reproduced(browser, tiny
     assert shared.locator("#script-text textarea").input_value() == script
     assert "Yes, send the link." in shared.locator("#result-turn-1").first.inner_text()
     assert "Shall we share this?" in shared.locator("#result-turn-0").first.inner_text()
+    assert shared.get_by_role("button", name="+ Add speaker").is_visible()  # buttons keep their labels
+    assert shared.get_by_role("button", name="Run").count() == 0
 
     downloaded = ARTIFACTS / "downloads" / "session.zip"
     downloaded.parent.mkdir(parents=True, exist_ok=True)

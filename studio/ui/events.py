@@ -27,7 +27,17 @@ from studio.ui.library_events import LibraryEvents
 from studio.ui.result import ResultPanel, describe_result
 from studio.ui.share import SharePanel
 from studio.ui.share_events import ShareEvents
-from studio.ui.style import MAX_CARDS, PRIVATE, SHOWN_CARDS, STREAMING, UI_ONLY
+from studio.ui.style import (
+    ADD_SPEAKER,
+    ADD_TO_CONVERSATION,
+    MAX_CARDS,
+    PRIVATE,
+    REMOVE_SPEAKER,
+    SHOWN_CARDS,
+    STREAMING,
+    UI_ONLY,
+    shown_button,
+)
 from studio.ui.takes_events import TakeEvents
 from studio.ui.turns import results_state, spoken_turns
 from studio.ui.voices import (
@@ -110,7 +120,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         def change_count(step, count, *values):
             count = min(max(count + step, 1), MAX_CARDS)
             shown = [gr.update(visible=card.speaker < count) for card in cards]
-            buttons = [gr.update(visible=count < MAX_CARDS), gr.update(visible=count > SHOWN_CARDS)]
+            buttons = [shown_button(ADD_SPEAKER, count < MAX_CARDS), shown_button(REMOVE_SPEAKER, count > SHOWN_CARDS)]
             return [count, *shown, *buttons, *names(count, *values)]
 
         outputs = [self.shown, *(card.column for card in cards), self.add_speaker, self.remove_speaker, *speakers]
@@ -208,7 +218,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         c.stop.click(self.stop, None, None, **UI_ONLY)
         demo.unload(self.forget)
         r.reuse_seed.click(lambda last: last["seed"], self.last_result, c.seed, **UI_ONLY)
-        keep = lambda turns, last: (turns + spoken_turns(last), gr.update(visible=False))  # noqa: E731
+        keep = lambda turns, last: (turns + spoken_turns(last), shown_button(ADD_TO_CONVERSATION, False))  # noqa: E731
         r.keep.click(keep, [self.turns_state, self.last_result], [self.turns_state, r.keep], **PRIVATE)
 
     def arm(self, request: gr.Request) -> None:
@@ -323,7 +333,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         """Add to the conversation, and Use as voice with its turn picker: offered for the finished turns."""
         spoken = spoken_turns(state)
         choices = [(f"Turn {i + 1} · speaker {t['speaker']}", i) for i, t in enumerate(spoken)]
-        return [gr.update(visible=bool(spoken)), gr.update(visible=bool(spoken)),
+        return [shown_button(ADD_TO_CONVERSATION, bool(spoken)), gr.update(visible=bool(spoken)),
                 gr.update(choices=choices, value=0, visible=len(spoken) > 1)]  # fmt: skip
 
     def speaker_of_first(self, state: dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from studio.clips import read_clip
@@ -54,6 +56,8 @@ class LibraryEvents:
 
     def save_voice(self, library, path, text, name, *picks) -> list:
         try:
+            # No name typed: the clip's file name, which the user can change by saving again under another.
+            name = name if (name or "").strip() or not path else Path(path).stem.replace("_", " ").replace("-", " ")
             entry = new_entry(name, read_clip(path, "the clip").numpy(), text)
             library = add_entry(library, entry)
         except Exception as e:

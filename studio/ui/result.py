@@ -9,7 +9,7 @@ import gradio as gr
 from studio.inputs import TURN_GAP_S
 from studio.report import Result
 from studio.ui.latency import LATENCY_NOTE, latency_line, latency_table
-from studio.ui.style import STREAMING
+from studio.ui.style import ADD_TO_CONVERSATION, STREAMING
 
 
 @dataclass
@@ -39,9 +39,9 @@ def result_panel(speaker_names: list) -> ResultPanel:
                     elem_id="turn-files")  # fmt: skip
     with gr.Row():
         reuse_seed = gr.Button("♻ Reuse this seed", size="sm", visible=False, elem_id="reuse-seed")
-        keep = gr.Button("+ Add to the conversation", size="sm", visible=False, elem_id="keep-result")
+        keep = gr.Button(ADD_TO_CONVERSATION, size="sm", visible=False, elem_id="keep-result")
     with gr.Row(visible=False, equal_height=True) as use_row:
-        use_turn = gr.Dropdown([], label="Turn", visible=False, min_width=120, elem_id="use-turn")
+        use_turn = gr.Dropdown([], label="Turn", visible=False, min_width=190, elem_id="use-turn")
         use_speaker = gr.Dropdown(speaker_names, value=0, label="As the voice of", min_width=150,
                                   elem_id="use-speaker")  # fmt: skip
         use_voice = gr.Button("🎤 Use as voice", size="sm", elem_id="use-voice")

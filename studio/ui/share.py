@@ -19,6 +19,7 @@ from studio.inputs import SAMPLE_RATE
 from studio.jobs import TAKE_LABELS
 from studio.outputs import OUTPUT_DIR
 from studio.sessions import Session, SessionTurn
+from studio.ui.style import COPY_LINK
 from studio.ui.turns import restitched
 
 SHARE_HELP = (
@@ -46,7 +47,7 @@ def share_panel() -> SharePanel:
         gr.Markdown(SHARE_HELP)
         with gr.Row():
             make = gr.Button("📦 Make the session bundle", size="sm", elem_id="make-bundle")
-            link = gr.DeepLinkButton("🔗 Copy a link to it", size="sm", visible=False)
+            link = gr.DeepLinkButton(COPY_LINK, size="sm", visible=False)
         bundle = gr.File(label="Session bundle", interactive=False, visible=False, elem_id="session-bundle")
         token = gr.Textbox(visible=False)
         opened = gr.File(label="Open a session (.zip)", file_types=[".zip"], type="filepath", elem_id="open-session")

@@ -15,7 +15,7 @@ from studio.reproduce import reproduce
 from studio.sessions import Draft, Session, draft_bundle, open_session
 from studio.ui.conversation import new_turn
 from studio.ui.share import bundle_of_token, bundle_token, extra_of, page_state_of
-from studio.ui.style import MAX_CARDS, PRIVATE, SHOWN_CARDS
+from studio.ui.style import ADD_SPEAKER, COPY_LINK, MAX_CARDS, PRIVATE, REMOVE_SPEAKER, SHOWN_CARDS, shown_button
 from studio.ui.voices import NO_VOICE, OWN_VOICE
 
 
@@ -39,7 +39,7 @@ class ShareEvents:
         except Exception as e:  # a take's file gone (outputs expire after hours), mostly
             gr.Warning(user_message(e))
             return [gr.update()] * 3
-        return [gr.update(value=str(path), visible=True), bundle_token(path), gr.update(visible=True)]
+        return [gr.update(value=str(path), visible=True), bundle_token(path), shown_button(COPY_LINK, True)]
 
     @property
     def restore_outputs(self) -> list:
@@ -72,8 +72,8 @@ class ShareEvents:
         files = [take["path"] for turn in state["turns"] for take in turn["takes"]]
         keep, use_row, use_turn = self.offer_turns(state)
         opened = f"📂 Opened a session made {session.created or 'at an unknown time'} with {session.model.get('id')}."
-        return [count, *self.cards_of(session, count), gr.update(visible=count < MAX_CARDS),
-                gr.update(visible=count > SHOWN_CARDS), *self.compose_of(session), self.conversation_of(session),
+        return [count, *self.cards_of(session, count), shown_button(ADD_SPEAKER, count < MAX_CARDS),
+                shown_button(REMOVE_SPEAKER, count > SHOWN_CARDS), *self.compose_of(session), self.conversation_of(session),
                 state, opened_draft(session), state["conversation"], opened, "",
                 gr.update(value=files, visible=len(files) > 1), keep, use_row, use_turn]  # fmt: skip
 

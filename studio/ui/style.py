@@ -36,6 +36,15 @@ STREAMING = shutil.which("ffmpeg") is not None  # gradio encodes streamed audio 
 COMPACT_PLAYER = gr.WaveformOptions(show_recording_waveform=False)  # the browser's own one-line player
 MAX_CARDS = 4  # speaker cards on the page (speakers 0-3); scripts and the API take ids up to 9
 SHOWN_CARDS = 2  # cards shown at first
+# Buttons shown and hidden by events: an update names the label too, because a copied link (gr.DeepLinkButton)
+# keeps a component as its last update left it, and a button left without a label comes back as "Run".
+ADD_SPEAKER, REMOVE_SPEAKER, ADD_TO_CONVERSATION = "+ Add speaker", "− Remove speaker", "+ Add to the conversation"
+COPY_LINK = "🔗 Copy a link to it"
+
+
+def shown_button(label: str, visible: bool) -> dict:
+    return gr.update(value=label, visible=visible)
+
 
 PRIVATE = {"api_visibility": "private"}  # UI-only events: the API is /generate and /generate_script
 # Quick UI-only events skip the queue: a queue full of generations must not stall a page load or a click.

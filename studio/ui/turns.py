@@ -130,7 +130,7 @@ def show_turns(state: dict, events) -> None:
             stale = f" · ⚠️ made with the old turn {turn['stale']}" if turn["stale"] else ""
             gr.Markdown(f"**Turn {turn['index'] + 1}** · speaker {turn['speaker']}{voice}{stale}<br>“{turn['text']}”",
                         elem_classes=["result-turn-head"], padding=True)  # fmt: skip
-            with gr.Row(equal_height=False):
+            with gr.Row(equal_height=True):
                 for place, t in enumerate(turn["order"]):
                     show_take(turn, k, t, place, events, single=len(turn["takes"]) == 1 and not state["script"])
             if state["script"]:

@@ -9,7 +9,7 @@ import gradio as gr
 from studio.library import MAX_NAME_CHARS, MAX_SAVED_VOICES, SAVED_PREFIX, library_choices
 from studio.presets import PresetLibrary
 from studio.service import Studio, Voice
-from studio.ui.style import COMPACT_PLAYER, MAX_CARDS, SHOWN_CARDS
+from studio.ui.style import ADD_SPEAKER, COMPACT_PLAYER, MAX_CARDS, REMOVE_SPEAKER, SHOWN_CARDS
 
 OWN_VOICE = "own"
 NO_VOICE = "none"
@@ -103,7 +103,7 @@ def speaker_card(studio: Studio, speaker: int) -> SpeakerCard:
         preview_text = gr.Markdown(f"“{preset.transcript}”" if preset else "", visible=preset is not None,
                                    elem_classes=["preset-transcript"], padding=True)  # fmt: skip
         with gr.Group(visible=False) as own_group:
-            own_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Your clip (5-30 s)",
+            own_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Your clip (5 to 20 s of clear speech is best)",
                                  elem_id=f"own-audio-{speaker}")  # fmt: skip
             own_note = gr.Markdown("", elem_classes=["clip-note"], elem_id=f"own-note-{speaker}")
             own_clean = gr.Audio(label="What the model will hear: cleaned up", interactive=False, visible=False,
@@ -157,6 +157,6 @@ def voices_panel(studio: Studio) -> tuple[list[SpeakerCard], gr.Button, gr.Butto
         with gr.Row():
             cards += [speaker_card(studio, speaker) for speaker in range(first, min(first + 2, MAX_CARDS))]
     with gr.Row():
-        add_speaker = gr.Button("+ Add speaker", size="sm")
-        remove_speaker = gr.Button("− Remove speaker", size="sm", visible=False)
+        add_speaker = gr.Button(ADD_SPEAKER, size="sm")
+        remove_speaker = gr.Button(REMOVE_SPEAKER, size="sm", visible=False)
     return cards, add_speaker, remove_speaker
