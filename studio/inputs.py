@@ -103,15 +103,22 @@ def check_line(text, speaker) -> Line:
     return Line(check_speaker(speaker), check_text(text))
 
 
-def parse_script(script) -> list[Line]:
-    """`[0] Hello there` lines -> Lines; blank lines are skipped."""
+def check_script_text(script, argument: str, called: str, one_turn: str) -> str:
+    """A script's whole text, refused before it is read line by line when it is not text or too long.
+    `argument` names it in a type error, `called` in a length error, `one_turn` says how a turn is written."""
     if script is not None and not isinstance(script, str):
-        raise InputError(f"script must be text, one `[speaker] text` turn per line, got {type(script).__name__}.")
+        raise InputError(f"{argument} must be text, {one_turn} per line, got {type(script).__name__}.")
     if len(script or "") > MAX_SCRIPT_CHARS:
         raise InputError(
-            f"The script is {len(script):,} characters long; at most {MAX_SCRIPT_CHARS:,} are read "
+            f"{called} is {len(script):,} characters long; at most {MAX_SCRIPT_CHARS:,} are read "
             f"({MAX_SCRIPT_TURNS} turns of up to {MAX_TEXT_CHARS:,} characters). Split it up."
         )
+    return script or ""
+
+
+def parse_script(script) -> list[Line]:
+    """`[0] Hello there` lines -> Lines; blank lines are skipped."""
+    script = check_script_text(script, "script", "The script", "one `[speaker] text` turn")
     lines = []
     for number_, raw in enumerate((script or "").splitlines(), start=1):
         if not raw.strip():

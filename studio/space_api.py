@@ -18,11 +18,10 @@ from studio.api import one_uploaded_file
 from studio.errors import InputError, user_facing_errors
 from studio.inputs import (
     MAX_REQUEST_SECONDS,
-    MAX_SCRIPT_CHARS,
     MAX_SCRIPT_TURNS,
-    MAX_TEXT_CHARS,
     SAMPLE_RATE,
     Line,
+    check_script_text,
     check_text,
     plural,
 )
@@ -41,14 +40,8 @@ INFER_DOC = (
 
 def conversation_lines(conversation) -> list[Line]:
     """One turn per non-empty line, speakers 0 and 1 in turn (as the official Space), each checked as a script turn."""
-    if conversation is not None and not isinstance(conversation, str):
-        raise InputError(f"gen_conversation_input must be text, one turn per line, got {type(conversation).__name__}.")
-    if len(conversation or "") > MAX_SCRIPT_CHARS:
-        raise InputError(
-            f"gen_conversation_input is {len(conversation):,} characters long; at most {MAX_SCRIPT_CHARS:,} are read "
-            f"({MAX_SCRIPT_TURNS} turns of up to {MAX_TEXT_CHARS:,} characters). Split it up."
-        )
-    texts = [line for line in (conversation or "").splitlines() if line.strip()]
+    conversation = check_script_text(conversation, "gen_conversation_input", "gen_conversation_input", "one turn")
+    texts = [line for line in conversation.splitlines() if line.strip()]
     if not texts:
         raise InputError(
             "gen_conversation_input is empty: write the conversation, one turn per line; "
