@@ -81,6 +81,20 @@ def tiny_client(tiny_app):
     return Client(tiny_app.url, verbose=False, analytics_enabled=False, download_files=str(ARTIFACTS / "downloads"))
 
 
+# -- the generator's two attention paths: for the modules whose `generator` fixture is a tiny generator
+
+
+@pytest.fixture(params=["written-slots", "full-cache"])
+def attention(request, generator):
+    """Both attention paths (on the module's own `generator` fixture): the CPU's (written slots only) and CUDA's (all slots, stale ones masked)."""
+    stacks = (generator.model.backbone, generator.model.decoder)
+    for stack in stacks:
+        stack.attend_written_only = request.param == "written-slots"
+    yield request.param
+    for stack in stacks:
+        stack.attend_written_only = True
+
+
 # -- checkpoints for the loading tests: a small transformers CSM (the oracle) saved in either layout
 
 

@@ -137,17 +137,6 @@ def run_counting_backbone_frames(generator, segments, **kwargs):
     return audio, stream.info, sum(read)
 
 
-@pytest.fixture(params=["written-slots", "full-cache"])
-def attention(request, generator):
-    """Both attention paths: the CPU's (written slots only) and CUDA's (all slots, stale ones masked)."""
-    stacks = (generator.model.backbone, generator.model.decoder)
-    for stack in stacks:
-        stack.attend_written_only = request.param == "written-slots"
-    yield request.param
-    for stack in stacks:
-        stack.attend_written_only = True
-
-
 def test_a_recurring_context_is_not_prefilled_again_and_gives_the_same_audio(generator, attention):
     a, b, c = context(3)
     sizes = {id(s): generator.segment_frames(s) for s in (a, b, c)}

@@ -17,17 +17,6 @@ def generator():
     return load_csm_1b(device="cpu", repo_id=str(tiny_checkpoint_dir()))
 
 
-@pytest.fixture(params=["written-slots", "full-cache"])
-def attention(request, generator):
-    """Both attention paths: the CPU's (written slots only) and CUDA's (all slots, stale ones masked)."""
-    stacks = (generator.model.backbone, generator.model.decoder)
-    for stack in stacks:
-        stack.attend_written_only = request.param == "written-slots"
-    yield request.param
-    for stack in stacks:
-        stack.attend_written_only = True
-
-
 def context(n: int = 2, seconds: float = 1.0) -> list[Segment]:
     t = torch.arange(int(seconds * 24_000)) / 24_000
     return [Segment(i % 2, f"turn number {i}", 0.3 * torch.sin(2 * math.pi * (200 + 50 * i) * t)) for i in range(n)]
