@@ -229,11 +229,13 @@ def tensor_bytes(tensors) -> int:
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
-    """The bytes of a module's weights, counting our oneDNN-packed Linears (CPU) and int8 Linears (buffers)."""
+    """The bytes of a module's weights, counting our oneDNN-packed Linears (CPU) and int8 Linears and
+    embeddings (buffers)."""
     from csm.packing import PackedLinear
-    from csm.quantize import Int8Linear
+    from csm.quantize import Int8Embedding, Int8Linear
 
-    int8 = [t for m in module.modules() if isinstance(m, Int8Linear) for t in (m.weight, m.scales)]
+    int8_modules = (Int8Linear, Int8Embedding)
+    int8 = [t for m in module.modules() if isinstance(m, int8_modules) for t in (m.weight, m.scales)]
     packed = sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
     return tensor_bytes([*module.parameters(), *int8]) + packed
 

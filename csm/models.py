@@ -6,7 +6,7 @@ frame. The backbone reads frames and predicts codebook 0 of the next frame; the 
 then predicts codebooks 1..N-1 of that frame, one per step, from the projected backbone state.
 
 The public API (`Model`, `ModelArgs`, `setup_caches`, `reset_caches`, `generate_frame`) matches the
-SesameAILabs/csm reference so its scripts keep working. `csm.loading` loads weights (`from_pretrained`).
+SesameAILabs/csm reference. `csm.loading` loads weights (`from_pretrained`).
 """
 
 from __future__ import annotations
@@ -315,11 +315,11 @@ class Model(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.text_embeddings.weight.device  # never packed or quantized, unlike the Linears
+        return self.backbone.norm.weight.device  # a norm is never packed or quantized
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.text_embeddings.weight.dtype
+        return self.backbone.norm.weight.dtype
 
     @property
     def max_seq_len(self) -> int:
@@ -346,8 +346,11 @@ class Model(nn.Module):
         offsets = torch.arange(codes.shape[-1], device=codes.device) * self.audio_vocab_size
         return self.audio_embeddings(codes + offsets)
 
-    def embed_frames(self, tokens: Tensor, tokens_mask: Tensor) -> Tensor:
+    def embed_frames(self, tokens: Tensor, tokens_mask: Tensor, block: int = 32) -> Tensor:
         """[B, S, N+1] tokens and mask -> [B, S, D]: the sum of the present columns' embeddings."""
+        if tokens.shape[1] > block:  # `block` frames at a time, the same sums: a prompt's at once is 3 x 42 MB
+            pieces = zip(tokens.split(block, 1), tokens_mask.split(block, 1))
+            return torch.cat([self.embed_frames(t, m, block) for t, m in pieces], dim=1)
         text = self.text_embeddings(tokens[:, :, -1]).unsqueeze(-2)
         audio = self.embed_codebooks(tokens[:, :, :-1])
         embeds = torch.cat([audio, text], dim=-2)

@@ -1,8 +1,9 @@
 """int8 weight-only quantization: the big matrices held as int8 with one scale per output channel.
 
 gpt-fast style, as a module swap after loading: `quantize_int8(model)` replaces every Linear of the
-two transformer stacks, the projection and codebook0_head with an `Int8Linear`, and the depth
-decoder's `audio_head` [N-1, D, V] with `Int8CodebookHeads`, freeing each float weight as it goes.
+two transformer stacks, the projection and codebook0_head with an `Int8Linear`, the depth
+decoder's `audio_head` [N-1, D, V] with `Int8CodebookHeads`, and the text and audio embedding
+tables with `Int8Embedding` (one scale per row), freeing each float weight as it goes.
 Activations stay in the model's dtype. A decode step is batch-1 matrix-vector products whose time is
 the time to stream the weights, so int8 halves it against bf16 (CPU: `bench/RESULTS.md`).
 
@@ -27,6 +28,8 @@ from csm.packing import cpu_computes_bf16
 QUANTIZE_CHOICES = ("int8",)
 KERNEL_MAX_ROWS = 16  # above this many rows, converting the weight and one GEMM beat _weight_int8pack_mm (CPU)
 KERNEL_ROW_MULTIPLE = 16  # torch's CPU bf16 kernel reads 16 input features at a time (and crashes on others)
+CONVERT_BLOCK_ELEMENTS = 1 << 22  # CPU prefill: weights converted to bf16 in blocks of this many (8 MB)
+QUANTIZE_BLOCK_ELEMENTS = 1 << 24  # rows quantized together: a 64 MB fp32 temporary at most
 
 
 def check_quantize(quantize: str | None) -> str | None:
@@ -42,6 +45,17 @@ def quantize_per_channel(weight: Tensor, scale_dtype: torch.dtype) -> tuple[Tens
     Each row's largest magnitude maps to 127. Rounding uses the scale as stored (in `scale_dtype`), so
     every weight is off by at most half a step: |w - q * scale| <= scale / 2.
     """
+    ints = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scales = torch.empty(weight.shape[0], dtype=scale_dtype, device=weight.device)
+    # A block of rows at a time: the fp32 copy of a whole embedding table would be 1 GB at load time.
+    step = max(1, QUANTIZE_BLOCK_ELEMENTS // max(1, weight.shape[1]))
+    for start in range(0, weight.shape[0], step):
+        rows = slice(start, start + step)
+        ints[rows], scales[rows] = _quantize_rows(weight[rows], scale_dtype)
+    return ints, scales
+
+
+def _quantize_rows(weight: Tensor, scale_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     # A contiguous fp32 copy (the audio heads arrive transposed), then worked on in place: half the
     # load time of allocating a temporary per step.
     weight = weight.detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
@@ -114,8 +128,18 @@ class Int8Linear(nn.Module):
             rows = rows.to(self.compute_dtype).contiguous()
             y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales).to(x.dtype)
         else:
-            y = F.linear(rows, converted(self.weight, x.dtype)) * self.scales.to(x.dtype)
+            y = self.converted_product(rows)
         return y.view(*x.shape[:-1], self.out_features)
+
+    def converted_product(self, rows: Tensor) -> Tensor:
+        """[M, in] -> [M, out] through the weight converted to the rows' dtype: on the CPU a block of output
+        channels at a time, so that the reused buffer stays small (8 MB, not a whole 64 MB weight)."""
+        scales = self.scales.to(rows.dtype)
+        if rows.device.type != "cpu":
+            return F.linear(rows, converted(self.weight, rows.dtype)) * scales
+        step = max(1, CONVERT_BLOCK_ELEMENTS // self.in_features)
+        blocks = [F.linear(rows, converted(weight, rows.dtype)) for weight in self.weight.split(step)]
+        return (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)) * scales
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
@@ -136,8 +160,32 @@ class Int8CodebookHeads(nn.Module):
         return self.heads[index](hidden)
 
 
+class Int8Embedding(nn.Module):
+    """An embedding table [rows, dim] as int8 with one scale per row; a looked-up row comes back in `dtype`.
+
+    The two tables are a quarter of CSM-1B's weights (text 128256 x 2048, audio 32 x 2051 x 2048), and
+    a frame reads only its 33 rows, so holding them as int8 saves memory at no cost in speed.
+    """
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.dtype = weight.dtype
+        ints, scales = quantize_per_channel(weight, weight.dtype)
+        self.register_buffer("weight", ints)
+        self.register_buffer("scales", scales)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        # Exact for |q| <= 127, then one rounding in `dtype`, as a dequantized weight would give.
+        return F.embedding(ids, self.weight).to(self.dtype) * F.embedding(ids, self.scales[:, None])
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 weights"
+
+
 def quantize_int8(model: Model) -> int:
-    """Swap the Linears of both stacks, the projection, codebook0_head and audio_head for int8 ones.
+    """Swap the Linears of both stacks, the projection, codebook0_head, audio_head and the two embedding
+    tables for int8 ones.
 
     Returns how many were swapped. Each float weight is freed once its module is replaced (if nothing
     else holds it). Inference only. Call before `setup_caches`, or again after it: caches are untouched.
@@ -148,9 +196,14 @@ def quantize_int8(model: Model) -> int:
     ]
     for module, name in slots:
         setattr(module, name, Int8Linear(getattr(module, name).weight))
+    tables = [
+        name for name in ("text_embeddings", "audio_embeddings") if isinstance(getattr(model, name), nn.Embedding)
+    ]
+    for name in tables:
+        setattr(model, name, Int8Embedding(getattr(model, name).weight))
     if isinstance(model.audio_head, Tensor):
         heads = Int8CodebookHeads(model.audio_head)
         del model.audio_head  # a Parameter: unregister it before a module takes the name
         model.audio_head = heads
-        return len(slots) + 1
-    return len(slots)
+        return len(slots) + len(tables) + 1
+    return len(slots) + len(tables)

@@ -1,5 +1,7 @@
 """The CPU fast path (oneDNN-packed Linears, attention over the written cache slots only) against the plain path."""
 
+import sys
+
 import pytest
 import torch
 
@@ -94,3 +96,26 @@ def test_load_copies_weights_out_of_the_file_mapping(folder):
     model = load(folder, torch.float32, pack=False)
     # A view of an mmap'd file has a storage that cannot be resized; memory we own can.
     assert all(p.untyped_storage().resizable() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_embedding_a_prompt_in_blocks_gives_the_same_sums(folder, dtype):
+    model = load(folder, dtype, pack=True)
+    n = model.num_codebooks
+    tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=3), n)
+    assert tokens.shape[1] > 7
+    whole = model.embed_frames(tokens, mask, block=tokens.shape[1])
+    assert torch.equal(model.embed_frames(tokens, mask, block=7), whole)  # blocks of 7 and a shorter last one
+    assert torch.equal(model.embed_frames(tokens, mask), whole)  # the default block
+
+
+def test_loading_hands_freed_memory_back(folder, monkeypatch):
+    """The temporaries of loading are given back to the system once the model is built (glibc)."""
+    calls = []
+    monkeypatch.setattr("csm.loading.release_freed_memory", lambda: calls.append("trim") or True)
+    load(folder, torch.float32, pack=True)
+    assert calls == ["trim"]
+    from csm.loading import release_freed_memory
+
+    monkeypatch.undo()
+    assert release_freed_memory() is sys.platform.startswith("linux")

@@ -8,7 +8,14 @@ from bench.accuracy import compare
 from csm.generator import load_csm_1b
 from csm.loading import load_model, resolve_checkpoint
 from csm.models import Model
-from csm.quantize import Int8CodebookHeads, Int8Linear, has_int8_kernel, quantize_int8, quantize_per_channel
+from csm.quantize import (
+    Int8CodebookHeads,
+    Int8Embedding,
+    Int8Linear,
+    has_int8_kernel,
+    quantize_int8,
+    quantize_per_channel,
+)
 from csm.tiny import tiny_checkpoint_dir
 from tests.oracle import build_oracle, our_frames, save_original_layout, save_transformers_layout
 from tests.test_model_oracle import prompt_parts
@@ -73,17 +80,40 @@ def test_input_widths_the_kernel_cannot_take_use_the_plain_product():
     )
 
 
-def test_quantize_swaps_every_linear_and_the_audio_heads(tiny):
+def test_quantize_swaps_every_linear_the_audio_heads_and_the_embeddings(tiny):
     model = load_model(tiny, device="cpu", dtype=torch.bfloat16, quantize="int8")
     assert sum(isinstance(m, Int8Linear) for m in model.modules()) == linears_per_model(model) + model.num_codebooks - 1
-    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert not any(isinstance(m, (nn.Linear, nn.Embedding)) for m in model.modules())
     assert isinstance(model.audio_head, Int8CodebookHeads) and "audio_head" not in dict(model.named_parameters())
+    assert isinstance(model.text_embeddings, Int8Embedding) and isinstance(model.audio_embeddings, Int8Embedding)
     assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
-    # What stays float: the embeddings and the norms.
-    assert {name.split(".")[-2] for name, _ in model.named_parameters()} <= {
-        "text_embeddings", "audio_embeddings", "attn_norm", "mlp_norm", "norm",
-    }  # fmt: skip
+    # What stays float: the norms alone.
+    assert {name.split(".")[-2] for name, _ in model.named_parameters()} <= {"attn_norm", "mlp_norm", "norm"}
     assert quantize_int8(model) == 0  # nothing left to swap
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_an_int8_embedding_row_is_its_dequantized_row(dtype):
+    """A looked-up row is q * scale rounded once in `dtype`, within half a step of the float row."""
+    table = torch.randn(300, 64, dtype=dtype) * torch.linspace(0.01, 3, 300, dtype=dtype)[:, None]
+    embedding = Int8Embedding(table)
+    ids = torch.tensor([[0, 7, 299], [150, 150, 3]])
+    rows = embedding(ids)
+    assert rows.dtype == dtype and rows.shape == (2, 3, 64)
+    expected = (embedding.weight[ids].to(dtype) * embedding.scales[ids][..., None]).to(dtype)
+    assert torch.equal(rows, expected)
+    # Half a step of the row's scale, plus the one rounding of the product in `dtype`.
+    bound = embedding.scales[ids].float()[..., None] / 2 + table[ids].float().abs() * torch.finfo(dtype).eps
+    assert ((rows.float() - table[ids].float()).abs() <= bound).all()
+    assert embedding.weight.dtype == torch.int8 and embedding.weight.nbytes == table.numel()
+
+
+def test_quantizing_in_blocks_of_rows_equals_quantizing_at_once(monkeypatch):
+    weight = torch.randn(37, 40, dtype=torch.bfloat16)
+    whole = quantize_per_channel(weight, torch.bfloat16)
+    monkeypatch.setattr("csm.quantize.QUANTIZE_BLOCK_ELEMENTS", 3 * 40)  # 3 rows a block, 13 blocks
+    blocked = quantize_per_channel(weight, torch.bfloat16)
+    assert torch.equal(whole[0], blocked[0]) and torch.equal(whole[1], blocked[1])
 
 
 def test_invalid_quantize_is_a_clear_value_error_before_any_weight_is_read(tiny, monkeypatch):
@@ -174,3 +204,12 @@ def test_quantizing_leaves_the_float_weight_as_it_was():
     quantize_per_channel(weight, torch.float32)
     quantize_per_channel(weight.T, torch.float32)  # transposed, as the audio heads are
     assert torch.equal(weight, before)
+
+
+def test_the_prefill_product_by_blocks_of_channels_equals_the_whole_weight(monkeypatch):
+    """Many rows (a prefill) go through the weight converted a block of output channels at a time."""
+    linear = Int8Linear(torch.randn(50, 32, dtype=torch.bfloat16))
+    rows = torch.randn(40, 32, dtype=torch.bfloat16)  # more than KERNEL_MAX_ROWS: the converted product
+    whole = torch.nn.functional.linear(rows, linear.weight.to(torch.bfloat16)) * linear.scales
+    monkeypatch.setattr("csm.quantize.CONVERT_BLOCK_ELEMENTS", 7 * 32)  # 7 channels a block, 8 blocks
+    assert torch.equal(linear(rows), whole)
