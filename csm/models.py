@@ -374,7 +374,7 @@ class Model(nn.Module):
         """Logits [B, V] of codebook 1..N-1 from the depth decoder's state [B, D]."""
         if isinstance(self.audio_head, Tensor):
             return hidden @ self.audio_head[codebook - 1]
-        return self.audio_head(hidden, codebook - 1)  # int8 heads (csm.quantize.Int8CodebookHeads)
+        return self.audio_head(hidden, codebook - 1)  # packed or int8 heads (csm.packing, csm.quantize)
 
     @torch.inference_mode()
     def generate_frame(

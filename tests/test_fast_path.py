@@ -7,7 +7,7 @@ import torch
 
 from csm.loading import load_model, resolve_checkpoint
 from csm.models import Model
-from csm.packing import PackedLinear, can_pack_linear, pack_linear_weights
+from csm.packing import PackedCodebookHeads, PackedLinear, can_pack_linear, pack_linear_weights
 from tests.oracle import build_oracle, our_frames, save_transformers_layout
 from tests.test_model_oracle import our_greedy_frames, prompt_parts
 
@@ -28,11 +28,13 @@ def load(folder, dtype, pack: bool) -> Model:
     return load_model(resolve_checkpoint(str(folder)), device="cpu", dtype=dtype, pack_weights=pack)
 
 
-def test_cpu_loading_packs_every_transformer_linear(folder):
+def test_cpu_loading_packs_every_transformer_linear_and_the_audio_heads(folder):
     fast = load(folder, torch.float32, pack=True)
     packed = [m for m in fast.modules() if isinstance(m, PackedLinear)]
     layers = len(fast.backbone.layers) + len(fast.decoder.layers)
-    assert len(packed) == 4 * layers + 1  # qkv, o, gate_up, down per layer, and the projection
+    heads = fast.num_codebooks - 1
+    assert len(packed) == 4 * layers + 1 + heads  # qkv, o, gate_up, down per layer, the projection, each head
+    assert isinstance(fast.audio_head, PackedCodebookHeads) and "audio_head" not in dict(fast.named_parameters())
     assert not any(isinstance(m, torch.nn.Linear) for m in [*fast.backbone.modules(), *fast.decoder.modules()])
     assert not any(isinstance(m, PackedLinear) for m in load(folder, torch.float32, pack=False).modules())
 
@@ -40,7 +42,7 @@ def test_cpu_loading_packs_every_transformer_linear(folder):
 def test_packing_is_a_function_that_packs_once_and_never_off_its_dtypes(folder):
     model = load(folder, torch.float32, pack=False)
     layers = len(model.backbone.layers) + len(model.decoder.layers)
-    assert pack_linear_weights(model) == 4 * layers + 1
+    assert pack_linear_weights(model) == 4 * layers + 1 + 1  # and the audio heads
     assert pack_linear_weights(model) == 0  # already packed: nothing left to swap
     assert isinstance(model.projection, PackedLinear) and not isinstance(model.codebook0_head, PackedLinear)
     half = load(folder, torch.float16, pack=False)  # oneDNN packs fp32 and bf16 only
@@ -85,7 +87,10 @@ def test_attending_written_slots_only_equals_full_cache_with_mask(folder):
 @pytest.mark.skipif(not can_pack_linear(torch.bfloat16), reason="this CPU has no oneDNN bf16 products")
 def test_packing_in_bf16_gives_identical_frames(folder):
     fast, unpacked = load(folder, torch.bfloat16, pack=True), load(folder, torch.bfloat16, pack=False)
-    assert any(isinstance(m, PackedLinear) for m in fast.modules())
+    assert isinstance(fast.audio_head, PackedCodebookHeads) and isinstance(unpacked.audio_head, torch.Tensor)
+    hidden = torch.randn(3, fast.decoder.args.embed_dim, dtype=torch.bfloat16)
+    for codebook in (1, fast.num_codebooks - 1):  # the packed heads give the plain product's very bits
+        assert torch.equal(fast.codebook_logits(hidden, codebook), unpacked.codebook_logits(hidden, codebook))
     n = fast.num_codebooks
     tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=9), n)
     assert torch.equal(our_greedy_frames(fast, tokens, mask, 12), our_greedy_frames(unpacked, tokens, mask, 12))
