@@ -257,8 +257,8 @@ class Generator:
         end and audio. When the context does not fit the window, segments are dropped as
         `fit_context` says: the oldest first, the first `pinned` (speaker prompts) last. The first
         chunk has `first_chunk_frames` frames (None: FIRST_CHUNK_FRAMES), the others CHUNK_FRAMES; the
-        audio and codes are the same whatever the first chunk's size. Bad input raises here, before any
-        chunk; the work starts with the first `next()`.
+        codes are the same whatever its size, the audio up to float rounding. Bad input raises here,
+        before any chunk; the work starts with the first `next()`.
         """
         check_text(text)
         check_speaker(speaker)
