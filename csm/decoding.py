@@ -27,8 +27,25 @@ from csm.frame_step import FrameStep
 from csm.inputs import MAX_TAKES
 from csm.models import Model
 
-FIRST_CHUNK_FRAMES = 2  # small first chunk: time to first audio
+# The first chunk is one frame (80 ms of audio): on a CPU a frame takes ~0.4 s, so each frame more in it
+# is that much later first audio. Mimi's streaming decoder gives the same samples however the codes are
+# chunked (up to float rounding: convolutions over other lengths sum in another order), so the chunk plan
+# changes when audio comes, not what it says; a watermark applied per chunk (the app's) depends on it.
+FIRST_CHUNK_FRAMES = 1
 CHUNK_FRAMES = 8  # then ~0.64 s per chunk: fewer host syncs and decoder calls
+
+
+def check_first_chunk_frames(first_chunk_frames) -> int:
+    """The first chunk's size in frames: None means FIRST_CHUNK_FRAMES; else a whole number 1..CHUNK_FRAMES."""
+    if first_chunk_frames is None:
+        return FIRST_CHUNK_FRAMES
+    whole = isinstance(first_chunk_frames, int) and not isinstance(first_chunk_frames, bool)
+    if not whole or not 1 <= first_chunk_frames <= CHUNK_FRAMES:
+        raise ValueError(
+            f"first_chunk_frames (frames in the first streamed chunk) must be an integer from 1 to {CHUNK_FRAMES} "
+            f"or None (for {FIRST_CHUNK_FRAMES}), got {first_chunk_frames!r}"
+        )
+    return first_chunk_frames
 
 
 class PromptPart(NamedTuple):
@@ -97,14 +114,15 @@ class FrameLoop:
 
     @torch.inference_mode()
     def run(self, parts: list[PromptPart], max_frames: int, temperature: float, topk: int, info: GenerationInfo,
-            max_code: int) -> Iterator[list[Tensor]]:  # fmt: skip
+            max_code: int, first_chunk_frames: int = FIRST_CHUNK_FRAMES) -> Iterator[list[Tensor]]:  # fmt: skip
         """Per chunk, each take's new codes [N, f], clamped to `max_code` (f = 0 once a take has ended).
 
+        The first chunk has `first_chunk_frames` frames, the others CHUNK_FRAMES (the last: what is left).
         One take per entry of `info.takes`; their frames, codes and end are recorded there.
         """
         frame = self._prefill(parts, temperature, topk, info)  # [takes, N]
         pending: list[Tensor] = []
-        chunk_size = FIRST_CHUNK_FRAMES
+        chunk_size = first_chunk_frames
         for step in range(max_frames):
             if step > 0:
                 position = torch.full((1, 1), info.prompt_frames + step - 1, device=self.model.device)

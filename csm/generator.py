@@ -32,6 +32,7 @@ from csm.decoding import (  # the chunk sizes and infos: also imported from here
     GenerationInfo,
     PromptPart,
     TakeInfo,
+    check_first_chunk_frames,
 )
 from csm.frame_step import FrameStep
 from csm.inputs import (  # Segment, FRAME_MS and MAX_TAKES: also imported from here by callers
@@ -247,14 +248,17 @@ class Generator:
         seed: int | None = None,
         pinned: int = 0,
         takes: int = 1,
+        first_chunk_frames: int | None = None,
     ) -> GenerationStream:
         """1-D audio chunks as frames are produced; the stream's `info` (and `last_generation`) describe the run.
 
         With `takes` > 1, as many versions are sampled in one pass, each with its own randomness: the
         chunks are take 0's, and once iteration ends `info.takes[i]` has each take's codes, frames,
         end and audio. When the context does not fit the window, segments are dropped as
-        `fit_context` says: the oldest first, the first `pinned` (speaker prompts) last. Bad input
-        raises here, before any chunk; the work starts with the first `next()`.
+        `fit_context` says: the oldest first, the first `pinned` (speaker prompts) last. The first
+        chunk has `first_chunk_frames` frames (None: FIRST_CHUNK_FRAMES), the others CHUNK_FRAMES; the
+        codes are the same whatever its size, the audio up to float rounding. Bad input raises here,
+        before any chunk; the work starts with the first `next()`.
         """
         check_text(text)
         check_speaker(speaker)
@@ -264,15 +268,17 @@ class Generator:
         check_pinned(pinned, len(context))
         check_seed(seed)
         check_takes(takes)
+        first_chunk_frames = check_first_chunk_frames(first_chunk_frames)
         seed = random.randrange(2**31) if seed is None else seed
         info = GenerationInfo(seed=seed, takes=[TakeInfo() for _ in range(takes)])
         max_frames = int(max_audio_length_ms // FRAME_MS)
         target = self._target_part(speaker, text)
         self._budget(len(target.tokens), max_frames)  # raises now if the text alone cannot fit
-        chunks = self._stream(target, context, pinned, max_frames, temperature, topk, info)
+        chunks = self._stream(target, context, pinned, max_frames, temperature, topk, first_chunk_frames, info)
         return GenerationStream(chunks, info)
 
-    def _stream(self, target: PromptPart, context, pinned, max_frames, temperature, topk, info) -> Iterator[Tensor]:
+    def _stream(self, target: PromptPart, context, pinned, max_frames, temperature, topk, first_chunk_frames,
+                info) -> Iterator[Tensor]:  # fmt: skip
         with self._lock:
             keys = [self._segment_key(s) for s in context]  # hashes the audio: once per segment
             encoded = [self._segment_part(s, key) for s, key in zip(context, keys)]
@@ -280,19 +286,22 @@ class Generator:
             parts = [part for i, part in enumerate(encoded) if i not in dropped] + [target]
             info.dropped_context, info.prompt_frames = dropped, sum(len(part.tokens) for part in parts)
             self.last_generation = info
-            yield from self._takes_audio(parts, max_frames, temperature, topk, info)
+            yield from self._takes_audio(parts, max_frames, temperature, topk, first_chunk_frames, info)
 
     def stream_parts(self, parts: list[PromptPart], max_frames: int, temperature: float, topk: int,
-                     info: GenerationInfo) -> Iterator[Tensor]:  # fmt: skip
+                     info: GenerationInfo, first_chunk_frames: int | None = None) -> Iterator[Tensor]:  # fmt: skip
         """`generate_stream` from a prompt already made of frames: the context parts, then the target text's.
 
-        For prompts made of token ids (the benchmark); no input checks, no context fitting.
+        For prompts made of token ids (the benchmark); no context fitting, and no input checks but the
+        first chunk's size (None: FIRST_CHUNK_FRAMES), which raises at the first `next()`.
         """
+        first_chunk_frames = check_first_chunk_frames(first_chunk_frames)
         with self._lock:
             info.prompt_frames = sum(len(part.tokens) for part in parts)
-            yield from self._takes_audio(parts, max_frames, temperature, topk, info)
+            yield from self._takes_audio(parts, max_frames, temperature, topk, first_chunk_frames, info)
 
-    def _takes_audio(self, parts, max_frames, temperature, topk, info: GenerationInfo) -> Iterator[Tensor]:
+    def _takes_audio(self, parts, max_frames, temperature, topk, first_chunk_frames,
+                     info: GenerationInfo) -> Iterator[Tensor]:  # fmt: skip
         """Take 0's audio chunks as they come. Every take's chunks are decoded by its own streaming
         decoder (so each is cut as take 0 is), the others' after take 0's chunk is yielded; each take's
         whole audio is in `info.takes` at the end."""
@@ -300,7 +309,8 @@ class Generator:
         decoders = [self.codec.stream_decoder() for _ in info.takes]
         pieces: list[list[Tensor]] = [[] for _ in info.takes]
         try:
-            for chunks in self._loop.run(parts, max_frames, temperature, topk, info, self.codec.codebook_size - 1):
+            max_code = self.codec.codebook_size - 1
+            for chunks in self._loop.run(parts, max_frames, temperature, topk, info, max_code, first_chunk_frames):
                 for take, codes in enumerate(chunks):
                     if codes.shape[1]:
                         pieces[take].append(decoders[take].decode(codes).cpu())

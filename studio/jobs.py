@@ -58,6 +58,9 @@ class Job:
     requested_at: float = field(default_factory=time.perf_counter)
     takes: int = 1  # versions of each turn, made in one pass; take A (0) streams and continues the conversation
     first_turn: int = 0  # the index of the job's first line in its script: a redo of turn k starts at k
+    # Frames in each turn's first streamed chunk. The watermark is applied per chunk, so the marked audio
+    # depends on it: a reproduction uses the bundle's (older bundles were made with 2).
+    first_chunk_frames: int = FIRST_CHUNK_FRAMES
 
 
 @dataclass
@@ -182,6 +185,7 @@ def generate_turn(job: Job, generator, marker, history: list[ContextClip], i: in
         seed=report.seed,
         pinned=sum(clip.is_prompt for clip in history),  # the prompts lead the context
         takes=job.takes,
+        first_chunk_frames=job.first_chunk_frames,
     )
     try:
         for chunk in stream:
@@ -199,7 +203,8 @@ def generate_turn(job: Job, generator, marker, history: list[ContextClip], i: in
     info = stream.info
     report = with_context(report, info, history, hide_reuse)
     report = finished_report(report, audio, started, frames=info.frames, ended_by_model=info.ended_by_model)
-    others = [marked_like_a_stream(take.audio, marker, generator.codec.samples_per_frame) for take in info.takes[1:]]
+    frame = generator.codec.samples_per_frame
+    others = [marked_like_a_stream(take.audio, marker, frame, job.first_chunk_frames) for take in info.takes[1:]]
     if job.takes > 1:
         report = replace(report, takes=take_summaries(info.takes))
     done = TurnDone(audio, report, others)
@@ -207,13 +212,14 @@ def generate_turn(job: Job, generator, marker, history: list[ContextClip], i: in
     return done
 
 
-def marked_like_a_stream(audio, marker, samples_per_frame: int) -> np.ndarray:
-    """A take's whole audio, watermarked chunk by chunk at the streamed take's chunk sizes: so it is
-    what it would be had it streamed, and any take's WAV is the watermarker over the generator's chunks."""
+def marked_like_a_stream(audio, marker, samples_per_frame: int, first_chunk_frames: int) -> np.ndarray:
+    """A take's whole audio, watermarked chunk by chunk at the streamed take's chunk sizes (a first chunk of
+    `first_chunk_frames`, the job's, then CHUNK_FRAMES): so it is what it would be had it streamed, and any
+    take's WAV is the watermarker over the generator's chunks."""
     audio = np.zeros(0, np.float32) if audio is None else audio.float().numpy()
     if marker is None:
         return audio
-    bounds = [0, FIRST_CHUNK_FRAMES * samples_per_frame]
+    bounds = [0, first_chunk_frames * samples_per_frame]
     while bounds[-1] < len(audio):
         bounds.append(bounds[-1] + CHUNK_FRAMES * samples_per_frame)
     pieces = [marker.mark(audio[a:b]) for a, b in zip(bounds, bounds[1:]) if len(audio[a:b])]

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from csm.audio import save_wav
+from csm.generator import CHUNK_FRAMES
 from studio import __version__
 from studio.errors import InputError
 from studio.inputs import MAX_SCRIPT_CHARS, MAX_SPEAKER_ID, SAMPLE_RATE, TURN_GAP_S, shown
@@ -165,7 +166,8 @@ def settings(value, where: str) -> dict:
     f = Fields(value, where)
     return {"temperature": f.get("temperature", number), "topk": f.get("topk", whole(1, 1 << 20)),
             "max_seconds": f.get("max_seconds", number), "seed": f.get("seed", seed, optional=True),
-            "takes": f.get("takes", whole(1, 4), optional=True) or 1}  # fmt: skip
+            "takes": f.get("takes", whole(1, 4), optional=True) or 1,
+            "first_chunk_frames": f.get("first_chunk_frames", whole(1, CHUNK_FRAMES), optional=True)}  # fmt: skip
 
 
 def model(value, where: str) -> dict:
@@ -255,6 +257,7 @@ def manifest_for(job, result, studio) -> tuple[dict, dict[str, Path]]:
             "max_seconds": job.settings.max_seconds,
             "seed": job.seed,
             "takes": job.takes,  # a pass of N takes samples each row otherwise than a pass of one
+            "first_chunk_frames": job.first_chunk_frames,  # the chunks each was watermarked in
         },  # fmt: skip
         "script": [{"speaker": line.speaker, "text": line.text} for line in job.lines],
         "voices": voices,

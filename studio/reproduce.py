@@ -11,7 +11,7 @@ are reported as not matching: a mismatch is a finding, not an error.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,10 @@ SAME_MODEL = ("id", "revision", "checkpoint_sha256", "quantize")
 SAME_DEVICE_AND_DTYPE = ("device", "dtype")
 MAX_PRESET_ID = 64  # characters, as the API takes them
 MAX_TURN_SAMPLES = MAX_SECONDS_LIMIT * SAMPLE_RATE + 1  # a turn is at most 60 s; a frame's rounding to spare
+# Bundles made before the first streamed chunk became one frame say no first_chunk_frames: theirs was 2.
+# Each chunk was watermarked on its own (and Mimi rounds a little otherwise per chunk length), so they
+# reproduce only when generated again in the same chunks.
+LEGACY_FIRST_CHUNK_FRAMES = 2
 
 
 @dataclass
@@ -130,9 +134,11 @@ def reproduction_job(studio, session: Session, session_hash: str | None = None) 
     s = session.settings
     settings = (s["temperature"], s["topk"], s["max_seconds"], session.turns[0].seed)  # turn n: seed + n - 1
     try:
-        return studio.prepare(lines, voices, context, settings, session=session_hash, takes=s.get("takes") or 1)
+        job = studio.prepare(lines, voices, context, settings, session=session_hash, takes=s.get("takes") or 1)
     except InputError as e:
         raise InputError(f"This session cannot be generated again here: {e}") from None
+    # Streamed in the bundle's chunks: the page and the API never ask for other than the default.
+    return replace(job, first_chunk_frames=s.get("first_chunk_frames") or LEGACY_FIRST_CHUNK_FRAMES)
 
 
 def kept_take(turn: SessionTurn, made: int) -> int:

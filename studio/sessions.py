@@ -19,6 +19,7 @@ from studio.manifest import manifest_for
 from studio.outputs import OUTPUT_DIR
 
 EXTRA_KEYS = ("script_text", "ratings", "takes", "page")
+SETTINGS = ("temperature", "topk", "max_seconds", "seed", "takes", "first_chunk_frames")  # a Session's, as said
 REPORT_FIELDS = {f.name for f in fields(TurnReport)} - {"index", "speaker", "text", "seed", "voice"}
 
 
@@ -165,7 +166,7 @@ class Session:
     context: list[SessionClip]
     script: list[dict]  # {"speaker", "text"} per line
     script_text: str  # as typed when the page saved it, else the lines as "[speaker] text"
-    settings: dict  # temperature, topk, max_seconds, seed (the first turn's)
+    settings: dict  # SETTINGS: temperature, topk, max_seconds, seed (the first turn's), ...; None if not said
     turns: list[SessionTurn]
     timings: dict  # elapsed_s, seconds
     status: dict  # stopped, error, warnings
@@ -192,7 +193,7 @@ def open_session(path) -> Session:
         context=context,
         script=script,
         script_text=script_text,
-        settings={key: m["settings"].get(key) for key in ("temperature", "topk", "max_seconds", "seed", "takes")},
+        settings={key: m["settings"].get(key) for key in SETTINGS},
         turns=[session_turn(i, turn, files) for i, turn in enumerate(m["turns"])],
         timings=plain(m.get("timings")),
         status=plain(m.get("status")),

@@ -16,5 +16,5 @@ def test_the_watermark_bench_reports_its_cost(tmp_path):
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     assert result["seconds_per_audio_second"] > 0 and result["first_chunk_s"] > 0
-    assert result["chunks"] == 1 + 3  # 2 s: a first chunk of 2 frames (0.16 s), then chunks of 8 (0.64 s)
+    assert result["chunks"] == 1 + 3  # 2 s (25 frames): a first chunk of 1 frame (0.08 s), then chunks of 8 (0.64 s)
     assert "s per second of audio" in run.stdout

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from csm.generator import FIRST_CHUNK_FRAMES
 from studio import bundle, manifest
 from studio.bundle import read_bundle, write_bundle
 from studio.errors import InputError
@@ -193,6 +194,13 @@ def test_a_manifest_that_is_not_json_is_refused(tmp_path, outputs, manifest_text
     [
         ({"turns": "none"}, "turns must be a list of at most 1,000"),
         ({"settings": {"temperature": 0.9, "topk": 50, "max_seconds": 10, "seed": 1.5}}, "settings.seed must be"),
+        *[
+            (
+                {"settings": {"temperature": 0.9, "topk": 50, "max_seconds": 10, "first_chunk_frames": bad}},
+                f"settings.first_chunk_frames must be a whole number from 1 to 8, got {bad!r}",
+            )
+            for bad in (0, 9, "2", 1.5)
+        ],
         ({"script": [{"speaker": 12, "text": "Hi"}]}, "script[0].speaker must be a whole number from 0 to 9, got 12"),
         ({"voices": [{"speaker": 0, "preset": "river", "file": "v.wav", "transcript": "x"}]}, "not both"),
         ({"voices": [{"speaker": 0, "file": "v.wav"}]}, "manifest.json has no voices[0].transcript"),
@@ -318,7 +326,8 @@ def test_the_manifest_of_a_run_holds_what_regenerates_it(tmp_path):
     assert (m["model"]["id"], m["model"]["device"], m["model"]["revision"]) == ("tiny", "cpu", None)
     assert len(m["model"]["checkpoint_sha256"]) == 64 and m["model"]["dtype"] in ("float32", "bfloat16")
     assert m["app"]["version"] == "0.1.0"
-    assert m["settings"] == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 5, "takes": 1}
+    assert m["settings"] == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 5, "takes": 1,
+                             "first_chunk_frames": FIRST_CHUNK_FRAMES}  # fmt: skip
     assert m["script"] == [{"speaker": 0, "text": "Hello."}, {"speaker": 1, "text": "Hi!"}]
     river = studio.presets.get("river")
     assert m["voices"][0] == {"speaker": 0, "preset": "river", "name": river.name, "transcript": river.transcript}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from csm.generator import FIRST_CHUNK_FRAMES, Segment, load_csm_1b
+from csm.generator import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, GenerationInfo, Segment, load_csm_1b
 from csm.tiny import tiny_checkpoint_dir
 
 SPF = 1920  # samples per 80 ms frame at 24 kHz
@@ -78,6 +78,32 @@ def test_stream_is_lazy_until_iterated(generator):
     assert first.numel() == FIRST_CHUNK_FRAMES * SPF
     stream.close()  # abandoning a stream releases the generator for the next request
     assert generator.generate("Next.", 0, [], max_audio_length_ms=240, seed=1).numel() > 0
+
+
+def test_the_first_chunk_is_one_frame_and_its_size_changes_when_audio_comes_not_what_is_said(generator):
+    kwargs = dict(text="Chunk plans.", speaker=0, context=context(1), max_audio_length_ms=1600, seed=9)
+    streams = {size: generator.generate_stream(**kwargs, first_chunk_frames=size) for size in (None, 1, 2)}
+    chunks = {size: list(stream) for size, stream in streams.items()}
+    frames = streams[1].info.frames
+    assert FIRST_CHUNK_FRAMES == 1 and frames > 2 + CHUNK_FRAMES  # long enough for a full chunk after the first
+    for size in (1, 2):
+        sizes = [chunk.numel() // SPF for chunk in chunks[size]]
+        assert sizes[0] == size and all(n == CHUNK_FRAMES for n in sizes[1:-1]) and sum(sizes) == frames
+    assert [c.numel() for c in chunks[None]] == [c.numel() for c in chunks[1]]  # None: the default, one frame
+    assert torch.equal(streams[1].info.codes, streams[2].info.codes)  # the same frames, bit for bit
+    # The same audio, up to float rounding: Mimi's convolutions over other chunk lengths sum in another
+    # order, so a sample may differ in its last bits (and a 16-bit WAV in its last step): not bit for bit.
+    assert (torch.cat(chunks[1]) - torch.cat(chunks[2])).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("size", [0, CHUNK_FRAMES + 1, -1, "2", 1.0, True])
+def test_a_bad_first_chunk_size_is_a_clear_value_error(generator, size):
+    message = rf"first_chunk_frames .* from 1 to {CHUNK_FRAMES}"
+    with pytest.raises(ValueError, match=message):
+        generator.generate_stream("Hello.", 0, [], max_audio_length_ms=400, first_chunk_frames=size)
+    parts = [generator._target_part(0, "Hello.")]
+    with pytest.raises(ValueError, match=message):
+        next(generator.stream_parts(parts, 5, 0.9, 50, GenerationInfo(seed=1), first_chunk_frames=size))
 
 
 def test_each_stream_carries_its_own_info(generator):

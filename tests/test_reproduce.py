@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from csm.generator import FIRST_CHUNK_FRAMES
 from studio.errors import InputError
 from studio.inputs import parse_script
 from studio.jobs import Chunk, TurnReport
 from studio.report import Result
-from studio.reproduce import reproduce
+from studio.reproduce import LEGACY_FIRST_CHUNK_FRAMES, reproduce
 from studio.service import TINY_MODEL, Studio, Voice
 from studio.sessions import open_session, session_bundle, session_draft, with_extra
 from studio.watermark import load_watermarker
@@ -99,7 +101,8 @@ def test_an_opened_session_gives_back_every_field_the_page_restores(studio, run,
     assert (earlier.speaker, earlier.text, Path(earlier.path).is_file()) == (1, "Earlier words.", True)
     assert session.script == [{"speaker": line.speaker, "text": line.text} for line in job.lines]
     assert session.script[1]["text"] == "Of course I did." and session.script_text == SCRIPT  # typed, spaces and all
-    assert session.settings == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 42, "takes": 1}
+    assert session.settings == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 42, "takes": 1,
+                                "first_chunk_frames": FIRST_CHUNK_FRAMES}  # fmt: skip
     assert [(t.index, t.speaker, t.seed) for t in session.turns] == [(0, 0, 42), (1, 1, 43), (2, 0, 44)]
     assert [t.text for t in session.turns] == [line.text for line in job.lines]
     for turn, path, report in zip(session.turns, result.turn_paths, result.turns):
@@ -185,6 +188,28 @@ def test_a_session_reproduces_bit_for_bit_with_the_watermark_on(studio, run, bun
 
 
 @pytest.mark.slow
+def test_a_bundle_from_before_one_frame_first_chunks_reproduces_in_its_own_chunks(studio, tmp_path):
+    """Such a bundle says no first_chunk_frames: it was streamed, and watermarked, with a first chunk of 2 frames."""
+    assert studio.watermark_key is not None and FIRST_CHUNK_FRAMES != LEGACY_FIRST_CHUNK_FRAMES == 2
+    job = studio.prepare(parse_script("[0] Hello there.\n[1] Of course."), [Voice(0, "river")], ([], [], []), SETTINGS)
+    old_job = replace(job, first_chunk_frames=LEGACY_FIRST_CHUNK_FRAMES)  # as the app made every turn then
+    *_, result = studio.run(old_job)
+    made = session_bundle(studio, old_job, result)
+
+    def as_before(manifest):
+        del manifest["settings"]["first_chunk_frames"]
+
+    def in_todays_chunks(manifest):
+        manifest["settings"]["first_chunk_frames"] = FIRST_CHUNK_FRAMES
+
+    legacy = reproduce(studio, rezipped(made, tmp_path / "legacy.zip", as_before))
+    assert legacy.all_matched and [t.max_abs_diff for t in legacy.turns] == [0, 0] and legacy.notes == []
+    # The same turns in one-frame first chunks are marked otherwise: a bundle saying nothing must mean 2.
+    today = reproduce(studio, rezipped(made, tmp_path / "today.zip", in_todays_chunks))
+    assert not today.turns[0].matched and today.turns[0].max_abs_diff > 0 and not today.all_matched
+
+
+@pytest.mark.slow
 def test_a_changed_turn_is_reported_as_a_mismatch_from_that_turn_on(studio, bundle, tmp_path):
     def change(manifest):
         # Long and unlike the first: the tiny random model heeds its text only weakly.
@@ -221,7 +246,7 @@ def test_a_turn_cut_short_by_stop_matches_the_start_of_the_turn_made_again(studi
     stop, chunks = threading.Event(), 0
     for event in studio.run(job, stop=stop):
         if isinstance(event, Chunk) and event.turn == 1 and (chunks := chunks + 1) == 2:
-            stop.set()  # after turn 2's second chunk: 10 of its frames are kept
+            stop.set()  # after turn 2's second chunk: 1 + 8 of its frames are kept
         result = event
     assert result.stopped and len(result.turns) == 2 and result.turns[1].stopped
     done = reproduce(studio, session_bundle(studio, job, result))

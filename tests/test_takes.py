@@ -108,7 +108,7 @@ def test_the_pass_ends_in_the_chunk_where_the_last_take_ends(generator, monkeypa
     monkeypatch.setattr(generator, "frame_step", step)
     _, info = run(generator, context=context(1), seed=1, takes=2)
     assert [(t.frames, t.ended_by_model) for t in info.takes] == [(3, True), (12, True)]
-    # Frame 12 is in the third chunk (frames 10 to 17): no frame after it is computed.
+    # Frame 12 is in the third chunk (frames 9 to 16, after chunks of 1 and 8): no frame after it is computed.
     assert step.calls == FIRST_CHUNK_FRAMES + 2 * CHUNK_FRAMES - 1
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from csm.generator import FIRST_CHUNK_FRAMES
 from studio import inputs
 from studio.cli import option_parser, watermark_message
 from studio.inputs import Settings
-from studio.jobs import Chunk, TurnDone
+from studio.jobs import Chunk, TurnDone, marked_like_a_stream
 from studio.service import TINY_MODEL, Studio
 from studio.watermark import DEFAULT_MESSAGE, bits_message, load_watermarker, message_bits
 from tests.conftest import ROOT
@@ -75,6 +78,22 @@ def test_every_output_path_is_the_watermarker_applied_to_the_raw_chunks(studio, 
     np.testing.assert_allclose(conversation[: len(wav)], wav, atol=1 / 32768)  # and the stitched one
 
 
+@pytest.mark.parametrize("first_chunk_frames", [FIRST_CHUNK_FRAMES, 2])
+def test_every_take_is_marked_in_the_streamed_takes_chunks(studio, tiny_marker, first_chunk_frames):
+    job = studio.build_job(inputs.parse_script("[0] One."), [], [], Settings(max_seconds=1.5, topk=1, seed=9), takes=2)
+    job = replace(job, first_chunk_frames=first_chunk_frames)
+    events = list(studio.run(job))
+    streamed = [e.audio for e in events if isinstance(e, Chunk)]
+    assert len(streamed[0]) == first_chunk_frames * 1_920  # take A streamed in the job's chunks
+    done = next(e for e in events if isinstance(e, TurnDone))
+    # Top-k 1: take B's frames and raw audio are take A's, so marked like a stream it is A's streamed bytes.
+    [take_b] = done.other_takes
+    np.testing.assert_array_equal(take_b, np.concatenate(streamed))
+    raw = studio.generator.last_generation.takes[1].audio
+    other_plan = 3 - first_chunk_frames  # 1 <-> 2: the chunks matter to the bytes
+    assert not np.array_equal(marked_like_a_stream(raw, tiny_marker, 1_920, other_plan), take_b)
+
+
 def test_no_watermark_leaves_the_raw_audio(studio):
     plain = Studio(TINY_MODEL, device="cpu", watermark=False).load()
     assert plain.watermark_key is None and plain.can_generate
@@ -129,7 +148,7 @@ def real_watermarker():
 def test_real_audioseal_marks_and_finds_its_message():
     marker = real_watermarker()
     clip, rate = sf.read(ROOT / "examples" / "river.wav", dtype="float32")
-    sizes = [3_840] + [15_360] * (len(clip) // 15_360 + 1)  # the app's chunks: 2 frames, then 8
+    sizes = [FIRST_CHUNK_FRAMES * 1_920] + [15_360] * (len(clip) // 15_360 + 1)  # the app's chunks: 1 frame, then 8
     starts = np.cumsum([0] + sizes)
     marked = np.concatenate([marker.mark(clip[a:b], rate) for a, b in zip(starts, starts[1:]) if a < len(clip)])
     assert len(marked) == len(clip)
