@@ -16,7 +16,9 @@ figures are medians over the repeats.
 Batch 1, one prompt for both: two 10-second context clips with their transcripts, then the target
 text (312 frames). Measured:
 - decode speed: frames/s after the first frame (the prefill is timed apart), real-time factor;
-- time to first audio: prefill + the first 2 frames + Mimi decoding of those 2 frames;
+- time to first audio: prefill + the generator's first chunk of frames (csm.generator.FIRST_CHUNK_FRAMES)
+  + Mimi decoding of them, on both sides; transformers also with 2 frames (this bench's figure for it
+  until the first chunk became one frame) for comparison with earlier runs;
 - memory: the peak, the weights' and the KV cache's bytes.
 
 `--quantize int8` adds a third worker, ours with int8 weights (csm.quantize) and activations in
@@ -51,11 +53,13 @@ from pathlib import Path
 
 import torch
 
+from csm.generator import FIRST_CHUNK_FRAMES
 from csm.inputs import MAX_TAKES
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_SECONDS = 0.08  # Mimi: 12.5 frames per second
-FIRST_AUDIO_FRAMES = 2  # the generator's first chunk
+FIRST_AUDIO_FRAMES = FIRST_CHUNK_FRAMES  # the generator's first chunk
+PEER_FIRST_AUDIO_FRAMES_BEFORE = 2  # transformers' first audio as this bench measured it while our first chunk was 2
 TEMPERATURE, TOPK = 0.9, 50
 MARKER = "bench_checkpoint.json"  # says which shapes and seed a checkpoint folder holds
 
@@ -457,17 +461,15 @@ class Worker:
             frame_seconds=[b - a for a, b in pairwise(times)], load_average=load,
         )  # fmt: skip
 
-    def first_audio(self, seed: int, context_cached: bool = False) -> dict:
+    def first_audio(self, seed: int, context_cached: bool = False, frames: int = FIRST_AUDIO_FRAMES) -> dict:
         load = os.getloadavg()[0]
-        codes, start, times = self.runner.generate(
-            FIRST_AUDIO_FRAMES, seed, **({"context_cached": True} if context_cached else {})
-        )
+        codes, start, times = self.runner.generate(frames, seed, **({"context_cached": True} if context_cached else {}))
         first, last = times[0], times[-1]
         audio = self.runner.decode_audio(codes)
         done = time.perf_counter()  # decode_audio returns the samples on the host: nothing is pending
         return dict(
             frames=codes.shape[0], seconds=done - start, prefill_and_first_frame_seconds=first - start,
-            second_frame_seconds=last - first, codec_seconds=done - last, audio_samples=audio.numel(),
+            later_frames_seconds=last - first, codec_seconds=done - last, audio_samples=audio.numel(),
             load_average=load,
         )  # fmt: skip
 
@@ -584,6 +586,12 @@ def measure(folder: Path, args, log_dir: Path) -> tuple[dict, str]:
                 runs[name]["first_audio_context_cached"].append(result)
                 print(f"repeat {repeat + 1}/{args.repeats} {name} first_audio, context cached: {brief(result)}",
                       file=sys.stderr)  # fmt: skip
+            if PEER_FIRST_AUDIO_FRAMES_BEFORE != FIRST_AUDIO_FRAMES:
+                frames = PEER_FIRST_AUDIO_FRAMES_BEFORE
+                result = workers["transformers"].call("first_audio", seed=args.seed + repeat, frames=frames)
+                runs["transformers"].setdefault("first_audio_frames_before", []).append(result)
+                print(f"repeat {repeat + 1}/{args.repeats} transformers first_audio, {frames} frames: {brief(result)}",
+                      file=sys.stderr)  # fmt: skip
         memory = {name: w.call("memory") for name, w in workers.items()}
     finally:
         for w in workers.values():
@@ -625,13 +633,18 @@ def summarize(runs: dict, ready: dict, memory: dict) -> dict:
         time_to_first_audio_best_seconds=min(r["seconds"] for r in first_audio),
         time_to_first_audio_parts=dict(
             prefill_and_first_frame_seconds=median("prefill_and_first_frame_seconds", first_audio),
-            second_frame_seconds=median("second_frame_seconds", first_audio),
+            later_frames_seconds=median("later_frames_seconds", first_audio),
             codec_seconds=median("codec_seconds", first_audio),
         ),
         first_audio_frames=[r["frames"] for r in first_audio],
         **(
             dict(time_to_first_audio_context_cached_seconds=median("seconds", runs["first_audio_context_cached"]))
             if runs.get("first_audio_context_cached")
+            else {}
+        ),
+        **(
+            dict(time_to_first_audio_frames_before_seconds=median("seconds", runs["first_audio_frames_before"]))
+            if runs.get("first_audio_frames_before")
             else {}
         ),
         peak_memory_bytes=memory["peak_bytes"],
@@ -672,6 +685,9 @@ def report(args, results: dict, device: str, accuracy: dict | None = None) -> di
         transformers=theirs,
         ratios=side_ratios(ours, theirs),  # ours / transformers: above 1 is better for fps, below 1 for the others
     )
+    if "time_to_first_audio_frames_before_seconds" in theirs:  # against transformers' figure of earlier runs
+        before = ours["time_to_first_audio_seconds"] / theirs["time_to_first_audio_frames_before_seconds"]
+        data["ratios"]["time_to_first_audio_against_transformers_frames_before"] = before
     if "ours-int8" in results:
         int8 = data["ours_int8"] = results["ours-int8"]
         data["ratios"].update({f"int8_over_ours_{key}": value for key, value in side_ratios(int8, ours).items()})
@@ -821,8 +837,13 @@ def print_table(data: dict) -> None:
          f"{theirs['time_to_first_audio_seconds']:.3f}", f"{r['time_to_first_audio']:.2f}x"),
         ("time to first audio, best run s", f"{ours['time_to_first_audio_best_seconds']:.3f}",
          f"{theirs['time_to_first_audio_best_seconds']:.3f}", f"{r['time_to_first_audio_best']:.2f}x"),
-        ("  of which Mimi decode (2 frames) s", f"{ours['time_to_first_audio_parts']['codec_seconds']:.3f}",
+        (f"  of which Mimi decode ({FIRST_AUDIO_FRAMES} frames) s",
+         f"{ours['time_to_first_audio_parts']['codec_seconds']:.3f}",
          f"{theirs['time_to_first_audio_parts']['codec_seconds']:.3f}", ""),
+        *([(f"time to first audio, transformers at {PEER_FIRST_AUDIO_FRAMES_BEFORE} frames s",
+            f"{ours['time_to_first_audio_seconds']:.3f}", f"{theirs['time_to_first_audio_frames_before_seconds']:.3f}",
+            f"{r['time_to_first_audio_against_transformers_frames_before']:.2f}x")]
+          if "time_to_first_audio_frames_before_seconds" in theirs else []),
         ("time to first audio, clips already cached s", f"{ours['time_to_first_audio_context_cached_seconds']:.3f}",
          "n/a", ""),
         ("peak memory GB", gb(ours["peak_memory_bytes"]), gb(theirs["peak_memory_bytes"]), f"{r['peak_memory']:.2f}x"),
