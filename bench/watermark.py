@@ -1,7 +1,8 @@
 """What the watermark costs: seconds of AudioSeal marking per second of generated audio.
 
 AudioSeal's real architecture (its 16-bit model card) with random weights: the same work as the
-trained model, nothing downloaded. Audio is marked in the chunks the app streams (2 frames, then 8).
+trained model, nothing downloaded. Audio is marked in the chunks the app streams (FIRST_CHUNK_FRAMES,
+then CHUNK_FRAMES).
 
     python -m bench.watermark --device cpu --seconds 20 --json bench/out/watermark-cpu.json
 """
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
     result = measure(args.device, args.seconds, args.repeats, full_size=not args.small)
     result |= {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor()}
     print(f"AudioSeal marking on {args.device}: {result['seconds_per_audio_second']:.3f} s per second of audio, "
-          f"first chunk (160 ms) {1000 * result['first_chunk_s']:.0f} ms")  # fmt: skip
+          f"first chunk ({FIRST_CHUNK_FRAMES * 80} ms) {1000 * result['first_chunk_s']:.0f} ms")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
