@@ -26,9 +26,12 @@ from csm.models import Model
 from csm.packing import cpu_computes_bf16
 
 QUANTIZE_CHOICES = ("int8",)
+# What "int8" covers, for anyone comparing outputs across versions (a bundle's manifest says it):
+# 1, before 2026-11-26: the Linears and the audio heads; 2: the embedding tables as well.
+INT8_SCHEME = 2
 KERNEL_MAX_ROWS = 16  # above this many rows, converting the weight and one GEMM beat _weight_int8pack_mm (CPU)
 KERNEL_ROW_MULTIPLE = 16  # torch's CPU bf16 kernel reads 16 input features at a time (and crashes on others)
-CONVERT_BLOCK_ELEMENTS = 1 << 22  # CPU prefill: weights converted to bf16 in blocks of this many (8 MB)
+CONVERT_BLOCK_ELEMENTS = 1 << 22  # CPU prefill: weights converted in blocks of this many (8 MB in bf16)
 QUANTIZE_BLOCK_ELEMENTS = 1 << 24  # rows quantized together: a 64 MB fp32 temporary at most
 
 
@@ -133,7 +136,7 @@ class Int8Linear(nn.Module):
 
     def converted_product(self, rows: Tensor) -> Tensor:
         """[M, in] -> [M, out] through the weight converted to the rows' dtype: on the CPU a block of output
-        channels at a time, so that the reused buffer stays small (8 MB, not a whole 64 MB weight)."""
+        channels at a time, so that the reused buffer stays small (8 MB in bf16, not a whole 64 MB weight)."""
         scales = self.scales.to(rows.dtype)
         if rows.device.type != "cpu":
             return F.linear(rows, converted(self.weight, rows.dtype)) * scales

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from csm.audio import save_wav
+from csm.quantize import INT8_SCHEME
 from csm.generator import CHUNK_FRAMES
 from studio import __version__
 from studio.errors import InputError
@@ -174,6 +175,7 @@ def model(value, where: str) -> dict:
     f = Fields(value, where)
     for key in ("revision", "checkpoint_sha256", "device", "dtype", "quantize"):
         f.get(key, text, optional=True)
+    f.get("quantize_scheme", whole(1, 1000), optional=True)
     return {"id": f.get("id", text)}
 
 
@@ -282,6 +284,7 @@ def model_entry(studio) -> dict:
         "device": str(generator.device),
         "dtype": str(generator.model.dtype).removeprefix("torch."),
         "quantize": studio.quantize,
+        "quantize_scheme": INT8_SCHEME if studio.quantize == "int8" else None,  # what int8 covered then
         "watermark": {"on": bool(studio.watermark), "message": studio.watermark_message},
     }
 

@@ -23,16 +23,12 @@ from studio.jobs import Job
 from studio.manifest import model_entry
 from studio.report import Result
 from studio.service import Voice
-from studio.sessions import Session, SessionTurn, open_session
+from studio.sessions import Session, SessionTurn, first_chunk_frames_of, open_session
 
-SAME_MODEL = ("id", "revision", "checkpoint_sha256", "quantize")
+SAME_MODEL = ("id", "revision", "checkpoint_sha256", "quantize", "quantize_scheme")
 SAME_DEVICE_AND_DTYPE = ("device", "dtype")
 MAX_PRESET_ID = 64  # characters, as the API takes them
 MAX_TURN_SAMPLES = MAX_SECONDS_LIMIT * SAMPLE_RATE + 1  # a turn is at most 60 s; a frame's rounding to spare
-# Bundles made before the first streamed chunk became one frame say no first_chunk_frames: theirs was 2.
-# Each chunk was watermarked on its own (and Mimi rounds a little otherwise per chunk length), so they
-# reproduce only when generated again in the same chunks.
-LEGACY_FIRST_CHUNK_FRAMES = 2
 
 
 @dataclass
@@ -138,7 +134,7 @@ def reproduction_job(studio, session: Session, session_hash: str | None = None) 
     except InputError as e:
         raise InputError(f"This session cannot be generated again here: {e}") from None
     # Streamed in the bundle's chunks: the page and the API never ask for other than the default.
-    return replace(job, first_chunk_frames=s.get("first_chunk_frames") or LEGACY_FIRST_CHUNK_FRAMES)
+    return replace(job, first_chunk_frames=first_chunk_frames_of(s))
 
 
 def kept_take(turn: SessionTurn, made: int) -> int:
@@ -217,7 +213,12 @@ def said(value) -> str:
 
 def model_said(entry: dict) -> str:
     parts = [said(entry.get("id"))]
-    for key, label in (("revision", "revision"), ("checkpoint_sha256", "checkpoint"), ("quantize", "quantized")):
+    for key, label in (
+        ("revision", "revision"),
+        ("checkpoint_sha256", "checkpoint"),
+        ("quantize", "quantized"),
+        ("quantize_scheme", "scheme"),
+    ):
         if entry.get(key) is not None:
             parts.append(f"{label} {said(entry[key])[:12]}")
     return ", ".join(parts)

@@ -21,6 +21,15 @@ from studio.outputs import OUTPUT_DIR
 EXTRA_KEYS = ("script_text", "ratings", "takes", "page")
 SETTINGS = ("temperature", "topk", "max_seconds", "seed", "takes", "first_chunk_frames")  # a Session's, as said
 REPORT_FIELDS = {f.name for f in fields(TurnReport)} - {"index", "speaker", "text", "seed", "voice"}
+# Bundles made before the first streamed chunk became one frame say no first_chunk_frames: theirs was 2.
+# Each chunk was watermarked on its own (and Mimi rounds a little otherwise per chunk length), so their
+# turns come out the same only when generated again in the same chunks: to reproduce, or to redo one.
+LEGACY_FIRST_CHUNK_FRAMES = 2
+
+
+def first_chunk_frames_of(settings: dict) -> int:
+    """The first streamed chunk's frames a session's turns were made with (a Session's `settings`)."""
+    return settings.get("first_chunk_frames") or LEGACY_FIRST_CHUNK_FRAMES
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -215,20 +216,29 @@ def dropdown_options(page, elem_id: str) -> list[str]:
     return [o.strip().splitlines()[-1] for o in options]  # without the ✓ of the chosen one
 
 
+def options_become(page, elem_id: str, expected: list[str], timeout_s: float = 15) -> list[str]:
+    """The picker's options once they equal `expected`, or as they stand after `timeout_s` (a busy machine
+    can take more than a moment to send a card's update)."""
+    deadline = time.monotonic() + timeout_s
+    while (options := dropdown_options(page, elem_id)) != expected and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    return options
+
+
 def test_speaker_pickers_follow_the_voice_cards_by_name(page):
     assert dropdown_options(page, "line-speaker") == ["0 · River", "1 · Maple"]
     page.get_by_role("button", name="+ Add speaker").click()
     page.get_by_role("button", name="+ Add speaker").click()
-    page.wait_for_timeout(500)
-    assert dropdown_options(page, "line-speaker") == ["0 · River", "1 · Maple", "2 · Sol", "3 · Atlas"]
+    four = ["0 · River", "1 · Maple", "2 · Sol", "3 · Atlas"]
+    assert options_become(page, "line-speaker", four) == four
     page.locator("#line-speaker input").click()
     page.get_by_role("option", name="3 · Atlas").click()
     page.get_by_role("button", name="− Remove speaker").click()  # speaker 3's card goes: so does the choice
     page.wait_for_function("() => document.querySelector('#line-speaker input').value === '0 · River'")
     page.locator("#voice-1 input").click()
     page.get_by_role("option", name="Sol (synthetic, US female)").click()
-    page.wait_for_timeout(500)
-    assert dropdown_options(page, "line-speaker") == ["0 · River", "1 · Sol", "2 · Sol"]
+    renamed = ["0 · River", "1 · Sol", "2 · Sol"]
+    assert options_become(page, "line-speaker", renamed) == renamed
     page.get_by_text("Add an earlier turn").click()
     assert dropdown_options(page, "new-turn-speaker") == ["0 · River", "1 · Sol", "2 · Sol"]
 

@@ -205,6 +205,7 @@ def test_a_manifest_that_is_not_json_is_refused(tmp_path, outputs, manifest_text
         ({"voices": [{"speaker": 0, "preset": "river", "file": "v.wav", "transcript": "x"}]}, "not both"),
         ({"voices": [{"speaker": 0, "file": "v.wav"}]}, "manifest.json has no voices[0].transcript"),
         ({"model": {"revision": "abc"}}, "manifest.json has no model.id"),
+        ({"model": {"id": "x", "quantize_scheme": "2"}}, "model.quantize_scheme must be a whole number from 1 to"),
         ({"page": ["cards"]}, "manifest.json: page must be an object, got ['cards']"),
         ({"script_text": 5}, "manifest.json: script_text must be text of at most 24,192 characters, got 5"),
         (
@@ -325,6 +326,7 @@ def test_the_manifest_of_a_run_holds_what_regenerates_it(tmp_path):
     m = opened.manifest
     assert (m["model"]["id"], m["model"]["device"], m["model"]["revision"]) == ("tiny", "cpu", None)
     assert len(m["model"]["checkpoint_sha256"]) == 64 and m["model"]["dtype"] in ("float32", "bfloat16")
+    assert m["model"]["quantize"] is None and m["model"]["quantize_scheme"] is None  # a float model
     assert m["app"]["version"] == "0.1.0"
     assert m["settings"] == {"temperature": 0.9, "topk": 50, "max_seconds": 1, "seed": 5, "takes": 1,
                              "first_chunk_frames": FIRST_CHUNK_FRAMES}  # fmt: skip

@@ -1,5 +1,6 @@
 """The CPU fast path (oneDNN-packed Linears, attention over the written cache slots only) against the plain path."""
 
+import platform
 import sys
 
 import pytest
@@ -123,4 +124,5 @@ def test_loading_hands_freed_memory_back(folder, monkeypatch):
     from csm.loading import release_freed_memory
 
     monkeypatch.undo()
-    assert release_freed_memory() is sys.platform.startswith("linux")
+    # True where the C library is glibc (the only one with malloc_trim), False elsewhere.
+    assert release_freed_memory() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")

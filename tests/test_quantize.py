@@ -90,6 +90,8 @@ def test_quantize_swaps_every_linear_the_audio_heads_and_the_embeddings(tiny):
     # What stays float: the norms alone.
     assert {name.split(".")[-2] for name, _ in model.named_parameters()} <= {"attn_norm", "mlp_norm", "norm"}
     assert quantize_int8(model) == 0  # nothing left to swap
+    fresh = load_model(tiny, device="cpu", dtype=torch.bfloat16, pack_weights=False)
+    assert quantize_int8(fresh) == linears_per_model(fresh) + 2 + 1  # the Linears, the two tables, the heads
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

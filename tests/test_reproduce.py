@@ -15,13 +15,15 @@ import pytest
 import soundfile as sf
 
 from csm.generator import FIRST_CHUNK_FRAMES
+from csm.quantize import INT8_SCHEME
 from studio.errors import InputError
 from studio.inputs import parse_script
 from studio.jobs import Chunk, TurnReport
 from studio.report import Result
-from studio.reproduce import LEGACY_FIRST_CHUNK_FRAMES, reproduce
+from studio.reproduce import reproduce
 from studio.service import TINY_MODEL, Studio, Voice
-from studio.sessions import open_session, session_bundle, session_draft, with_extra
+from studio.sessions import LEGACY_FIRST_CHUNK_FRAMES, open_session, session_bundle, session_draft, with_extra
+from studio.ui.share import page_state_of
 from studio.watermark import load_watermarker
 
 RATE = 24_000
@@ -202,8 +204,14 @@ def test_a_bundle_from_before_one_frame_first_chunks_reproduces_in_its_own_chunk
     def in_todays_chunks(manifest):
         manifest["settings"]["first_chunk_frames"] = FIRST_CHUNK_FRAMES
 
-    legacy = reproduce(studio, rezipped(made, tmp_path / "legacy.zip", as_before))
+    legacy_zip = rezipped(made, tmp_path / "legacy.zip", as_before)
+    legacy = reproduce(studio, legacy_zip)
     assert legacy.all_matched and [t.max_abs_diff for t in legacy.turns] == [0, 0] and legacy.notes == []
+    # Opened on the page, it keeps its chunks: a Redo of one of its turns streams as the bundle's did.
+    state = page_state_of(open_session(legacy_zip))
+    assert state["first_chunk_frames"] == LEGACY_FIRST_CHUNK_FRAMES
+    assert page_state_of(open_session(made))["first_chunk_frames"] == LEGACY_FIRST_CHUNK_FRAMES  # it says 2
+    assert page_state_of(open_session(rezipped(made, tmp_path / "t.zip", in_todays_chunks)))["first_chunk_frames"] == 1
     # The same turns in one-frame first chunks are marked otherwise: a bundle saying nothing must mean 2.
     today = reproduce(studio, rezipped(made, tmp_path / "today.zip", in_todays_chunks))
     assert not today.turns[0].matched and today.turns[0].max_abs_diff > 0 and not today.all_matched
@@ -334,3 +342,18 @@ def test_reproduce_waits_in_the_generation_queue():
     events = {fn.api_name: fn for fn in build_app(Studio(TINY_MODEL, device="cpu")).fns.values()}
     assert events["reproduce"].concurrency_id == events["generate_script"].concurrency_id == "generation"
     assert events["reproduce"].concurrency_limit == 1
+
+
+@pytest.mark.slow
+def test_an_int8_bundle_says_its_scheme_and_one_from_an_earlier_scheme_is_told_apart(tmp_path):
+    """int8 came to cover the embedding tables too: an int8 bundle without a scheme was made before that."""
+    int8 = Studio(TINY_MODEL, device="cpu", quantize="int8").load()
+    job = int8.prepare(parse_script("[0] Hello there."), [Voice(0, "river")], ([], [], []), SETTINGS)
+    *_, result = int8.run(job)
+    bundle = session_bundle(int8, job, result)
+    assert open_session(bundle).model["quantize_scheme"] == INT8_SCHEME == 2
+    done = reproduce(int8, bundle)
+    assert done.all_matched and done.same_model
+    earlier = reproduce(int8, rezipped(bundle, tmp_path / "scheme-1.zip", lambda m: m["model"].pop("quantize_scheme")))
+    assert not earlier.same_model
+    assert any("quantized int8; this app runs" in note and "scheme 2" in note for note in earlier.notes)

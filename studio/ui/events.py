@@ -256,7 +256,8 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
             lambda: self.job(data, request.session_hash),
             lambda job: f"*Generating {plural(len(job.lines), 'turn')}…*",
             lambda job, result: (
-                results_state(result, blind, data[self.turns_state]),
+                # A redo of its turns streams in the same chunks (each chunk is watermarked on its own).
+                {**results_state(result, blind, data[self.turns_state]), "first_chunk_frames": job.first_chunk_frames},
                 session_draft(self.studio, job, result),
             ),  # fmt: skip
         )

@@ -18,7 +18,7 @@ from studio.errors import InputError
 from studio.inputs import SAMPLE_RATE
 from studio.jobs import TAKE_LABELS
 from studio.outputs import OUTPUT_DIR
-from studio.sessions import Session, SessionTurn
+from studio.sessions import Session, SessionTurn, first_chunk_frames_of
 from studio.ui.style import COPY_LINK
 from studio.ui.turns import restitched
 
@@ -98,7 +98,8 @@ def page_state_of(session: Session) -> dict:
     """The result part of the page, from an opened bundle: the turns, their takes, the stitched conversation."""
     turns = [turn_state_of(turn) for turn in session.turns if any(take.path for take in turn.takes)]
     state = {"seed": session.settings.get("seed"), "run": Path(session.folder).name, "turns": turns,
-             "script": len(turns) > 1 or len(session.script) > 1, "conversation": None}  # fmt: skip
+             "script": len(turns) > 1 or len(session.script) > 1, "conversation": None,
+             "first_chunk_frames": first_chunk_frames_of(session.settings)}  # a redo streams as the session did  # fmt: skip
     return restitched(state) if turns else state
 
 

@@ -6,6 +6,8 @@ studio/ui/turns.py inside a gr.render, and the buttons they hold are wired here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gradio as gr
 
 from studio.clips import MIN_CLIP_S
@@ -96,12 +98,14 @@ class TakeEvents:
         context = [*last.get("context", []), *before]
         temperature, topk, max_seconds, _ = c.settings(data)
         seed = turns[k]["seed"] if same_seed else -1
-        return self.studio.prepare(
+        job = self.studio.prepare(
             lines, self.voices(data), ([t["path"] for t in context], [t["text"] for t in context],
                                        [t["speaker"] for t in context]),
             (temperature, topk, max_seconds, seed), note_unused_voices=False, session=session,
             takes=data[c.takes], first_turn=turns[k]["index"],
         )  # fmt: skip
+        # In the run's own chunks, so that its bundle reproduces: each chunk is watermarked on its own.
+        return replace(job, first_chunk_frames=last.get("first_chunk_frames", job.first_chunk_frames))
 
     def redo(self, data: dict, request: gr.Request, k: int, same_seed: bool, rest: bool):
         last, blind = data[self.last_result], data[self.compose.blind]
