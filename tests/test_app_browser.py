@@ -399,6 +399,8 @@ def test_blind_takes_hide_which_is_which_until_one_is_kept(page):
     page.locator("#blind input").check()
     page.locator("#generate").click()
     page.locator(".result-take").nth(3).wait_for(timeout=90_000)
+    page.wait_for_timeout(1000)  # the live player stayed silent: streamed, it would have played take A first
+    assert not [a for a in audio_elements(page) if a["id"] == "live-audio" and a["duration"] > 0]
     labels = [page.locator(".result-take").nth(i).inner_text() for i in range(4)]
     assert [label.split()[:2] for label in labels] == [["Take", str(i + 1)] for i in range(4)]
     assert not any("ended by" in label or "length limit" in label for label in labels)  # nothing to tell them apart

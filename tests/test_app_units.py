@@ -275,3 +275,23 @@ def test_int8_weights_are_one_option_away(monkeypatch):
     job = studio.build_job([Line(0, "Hi.")], [], [], Settings(max_seconds=0.5, seed=1))
     *_, result = studio.run(job)
     assert result.turns[0].frames > 0
+
+
+def test_a_run_whose_takes_are_blind_streams_nothing_into_the_live_player():
+    """Streamed, the live player plays take A as it comes, which would tell it from the other takes."""
+    from types import SimpleNamespace
+
+    from studio.ui.events import Page
+    from studio.ui.style import STREAMING
+
+    chunks = [jobs.Chunk(0, np.full(1920, 0.1, np.float32)), jobs.Chunk(0, np.full(1920, 0.2, np.float32))]
+    page = SimpleNamespace(result=SimpleNamespace(live="live player", status="status line"),
+                           studio=SimpleNamespace(run=lambda job, stop: iter(chunks)))  # fmt: skip
+    job = SimpleNamespace(lines=[Line(0, "Hello.")])
+
+    def updates(live: bool) -> list[dict]:
+        return list(Page.stream(page, job, None, lambda result: {}, live))
+
+    assert not any("live player" in update for update in updates(live=False))
+    if STREAMING:  # where gradio can stream (ffmpeg), the same run not blind fills the live player
+        assert [list(update) for update in updates(live=True)] == [["live player"], ["live player"]]

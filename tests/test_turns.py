@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import soundfile as sf
 
 from studio.jobs import TurnReport
 from studio.report import Result
-from studio.ui.turns import keep_take, replace_turns, results_state, spoken_turns
+from studio.ui.turns import blind_note, hides_takes, keep_take, replace_turns, results_state, spoken_turns
 
 RATE = 24_000
 
@@ -60,3 +62,11 @@ def test_blind_takes_are_shuffled_and_revealed_by_a_choice(tmp_path):
     assert turn["blind"] and sorted(turn["order"]) == [0, 1]
     chosen = keep_take(state, 0, 1)["turns"][0]
     assert not chosen["blind"] and chosen["kept"] == 1
+
+
+def test_blind_takes_are_not_streamed_into_the_live_player():
+    """Streamed, the live player plays take A as it comes: that would tell it from the others."""
+    one, four = SimpleNamespace(takes=1), SimpleNamespace(takes=4)
+    assert hides_takes(four, blind=True) and blind_note(four, True).startswith(" Blind:")
+    assert not hides_takes(four, blind=False) and blind_note(four, False) == ""
+    assert not hides_takes(one, blind=True) and blind_note(one, True) == ""  # one take: nothing to tell apart

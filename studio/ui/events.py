@@ -39,7 +39,7 @@ from studio.ui.style import (
     shown_button,
 )
 from studio.ui.takes_events import TakeEvents
-from studio.ui.turns import results_state, spoken_turns
+from studio.ui.turns import blind_note, hides_takes, results_state, spoken_turns
 from studio.ui.voices import (
     MyVoices,
     SpeakerCard,
@@ -254,23 +254,25 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         yield from self.run_on_page(
             request,
             lambda: self.job(data, request.session_hash),
-            lambda job: f"*Generating {plural(len(job.lines), 'turn')}…*",
+            lambda job: f"*Generating {plural(len(job.lines), 'turn')}…*" + blind_note(job, blind),
             lambda job, result: (
                 # A redo of its turns streams in the same chunks (each chunk is watermarked on its own).
                 {**results_state(result, blind, data[self.turns_state]), "first_chunk_frames": job.first_chunk_frames},
                 session_draft(self.studio, job, result),
             ),  # fmt: skip
+            live=lambda job: not hides_takes(job, blind),
         )
 
-    def run_on_page(self, request: gr.Request, make_job, status, states):
+    def run_on_page(self, request: gr.Request, make_job, status, states, live=lambda job: True):
         """A job made by `make_job()` run for this page: `status(job)` while it runs, then the result shown
-        with `states(job, result)` (the page's result state, and a new session draft if any)."""
+        with `states(job, result)` (the page's result state, and a new session draft if any). `live(job)`:
+        whether its first take streams into the live player as it comes."""
         r, flag = self.result, self.stops.flag(request.session_hash)
         try:
             job = make_job()
             job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
             yield {r.status: status(job), r.live: None}
-            yield from self.stream(job, flag, lambda result: self.show(result, *states(job, result)))
+            yield from self.stream(job, flag, lambda result: self.show(result, *states(job, result)), live(job))
         except Exception as e:
             message = user_message(e)
             gr.Warning(message)
@@ -278,11 +280,12 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         finally:
             self.stops.release(request.session_hash, flag)
 
-    def stream(self, job: Job, flag, finish):
-        """The job's chunks into the live player, progress in the status line, then `finish(result)`'s updates."""
+    def stream(self, job: Job, flag, finish, live: bool = True):
+        """The job's chunks into the live player (if `live`), progress in the status line, then `finish(result)`'s
+        updates."""
         r, streamed_turn, done = self.result, 0, 0
         for event in self.studio.run(job, stop=flag):
-            if isinstance(event, Chunk) and STREAMING and len(event.audio):
+            if isinstance(event, Chunk) and live and STREAMING and len(event.audio):
                 audio = event.audio
                 if event.turn != streamed_turn:  # the same pause between turns as the stitched file
                     gap = np.zeros(int(TURN_GAP_S * SAMPLE_RATE), np.float32)

@@ -16,7 +16,7 @@ from studio.inputs import Line
 from studio.jobs import ONE_AT_A_TIME, Job
 from studio.ratings import Rating
 from studio.ui.style import PRIVATE, UI_ONLY
-from studio.ui.turns import keep_take, kept, rate, replace_turns, take_path
+from studio.ui.turns import blind_note, hides_takes, keep_take, kept, rate, replace_turns, take_path
 
 
 class TakeEvents:
@@ -113,6 +113,7 @@ class TakeEvents:
         yield from self.run_on_page(
             request,
             lambda: self.redo_job(data, k, same_seed, rest, request.session_hash),
-            lambda job: f"*Making {what} again…*",
+            lambda job: f"*Making {what} again…*" + blind_note(job, blind),
             lambda job, result: (replace_turns(last, result, blind),),
+            live=lambda job: not hides_takes(job, blind),
         )

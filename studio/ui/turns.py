@@ -57,6 +57,17 @@ def results_state(result: Result, blind: bool = False, context: list | None = No
             "context": list(context or [])}  # fmt: skip
 
 
+def hides_takes(job, blind: bool) -> bool:
+    """Blind takes of a job (`studio.jobs.Job`): the live player would play take A as it comes, and so tell
+    it from the others, so it stays silent."""
+    return blind and job.takes > 1
+
+
+def blind_note(job, blind: bool) -> str:
+    """What the status line adds while blind takes are made."""
+    return " Blind: the takes come side by side, unlabelled, once all are made." if hides_takes(job, blind) else ""
+
+
 def kept(turn: dict) -> dict:
     return turn["takes"][turn["kept"]]
 
