@@ -295,3 +295,23 @@ def test_a_run_whose_takes_are_blind_streams_nothing_into_the_live_player():
     assert not any("live player" in update for update in updates(live=False))
     if STREAMING:  # where gradio can stream (ffmpeg), the same run not blind fills the live player
         assert [list(update) for update in updates(live=True)] == [["live player"], ["live player"]]
+
+
+def test_while_a_redo_runs_keep_and_rate_are_refused_not_lost():
+    """A redo's result is made from the turns as they were at its click: a Keep or rating made meanwhile would be undone."""
+    from types import SimpleNamespace
+
+    from studio.ui.takes_events import TakeEvents
+
+    written = []
+    page = SimpleNamespace(redoing={"busy session"}, kept_outputs=["state", "audio", "keep", "row", "turn"],
+                           ratings=SimpleNamespace(add=lambda *a: written.append(a)), BUSY=TakeEvents.BUSY)  # fmt: skip
+    last = {"turns": []}  # never read while busy: nothing is changed
+    with pytest.warns(UserWarning, match="A redo is running"):
+        kept = TakeEvents.kept_take(page, last, 0, 1, session="busy session")
+    assert len(kept) == 5 and all(update == {"__type__": "update"} for update in kept)
+    with pytest.warns(UserWarning, match="keep or rate a take once it has finished"):
+        assert TakeEvents.rated(page, last, 0, 1, "good", "fine", session="busy session") == {"__type__": "update"}
+    assert written == []  # not in the ratings table either
+    with pytest.raises((IndexError, KeyError)):  # another session's click goes through (and reads the turns)
+        TakeEvents.rated(page, last, 0, 1, "good", "fine", session="another session")

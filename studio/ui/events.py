@@ -71,6 +71,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         self.shown = gr.State(SHOWN_CARDS)
         self.stops = StopSignals()
         self.clicked: dict[str, float] = {}  # session -> time.perf_counter() at its Generate click
+        self.redoing: set[str] = set()  # sessions with a Redo clicked and not done: a Keep or rating would be undone
 
     def wire(self, demo: gr.Blocks) -> None:
         self.wire_voices(demo)
@@ -232,6 +233,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
     def forget(self, request: gr.Request) -> None:
         self.stops.release(request.session_hash)
         self.clicked.pop(request.session_hash, None)
+        self.redoing.discard(request.session_hash)
 
     def job(self, data: dict, session: str | None, transcribe: bool = True) -> Job:
         studio, c = self.studio, self.compose

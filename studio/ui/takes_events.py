@@ -23,17 +23,24 @@ class TakeEvents:
     """Mixed into the Page: it has studio, compose, result, last_result, ratings, stops, and the job helpers."""
 
     rating_on = True
+    BUSY = "A redo is running: keep or rate a take once it has finished (its result would undo the change)."
 
     def keep_button(self, k: int, t: int) -> None:
+        def handler(last: dict, request: gr.Request) -> list:
+            return self.kept_take(last, k, t, request.session_hash)
+
         button = gr.Button("Keep this take", size="sm", elem_classes=["keep-take"])
-        button.click(lambda last: self.kept_take(last, k, t), self.last_result, self.kept_outputs, **PRIVATE)
+        button.click(handler, self.last_result, self.kept_outputs, **PRIVATE)
 
     @property
     def kept_outputs(self) -> list:
         r = self.result
         return [self.last_result, r.audio, r.keep, r.use_row, r.use_turn]
 
-    def kept_take(self, last: dict, k: int, t: int) -> list:
+    def kept_take(self, last: dict, k: int, t: int, session: str | None = None) -> list:
+        if session in self.redoing:  # the redo's result is made from the turns as they were at its click
+            gr.Warning(self.BUSY)
+            return [gr.update()] * len(self.kept_outputs)
         try:
             last = keep_take(last, k, t)
         except Exception as e:  # a file gone (outputs expire after hours): said, the state kept
@@ -50,10 +57,18 @@ class TakeEvents:
                 chosen = (rating or {}).get("verdict") == verdict
                 button = gr.Button(mark, size="sm", scale=0, min_width=44, variant="primary" if chosen else "secondary",
                                    elem_classes=["rate-" + verdict])  # fmt: skip
-                button.click(lambda last, text, v=verdict: self.rated(last, k, t, v, text), [self.last_result, note],
-                             self.last_result, **PRIVATE)  # fmt: skip
+                button.click(self.rate_handler(k, t, verdict), [self.last_result, note], self.last_result, **PRIVATE)
 
-    def rated(self, last: dict, k: int, t: int, verdict: str, note: str) -> dict:
+    def rate_handler(self, k: int, t: int, verdict: str):
+        def handler(last: dict, note: str, request: gr.Request) -> dict:
+            return self.rated(last, k, t, verdict, note, request.session_hash)
+
+        return handler
+
+    def rated(self, last: dict, k: int, t: int, verdict: str, note: str, session: str | None = None) -> dict:
+        if session in self.redoing:
+            gr.Warning(self.BUSY)
+            return gr.update()
         turn = last["turns"][k]
         try:
             rating = Rating(last["run"], turn["index"] + 1, turn["takes"][t]["label"], turn["speaker"], turn["text"],
@@ -82,8 +97,13 @@ class TakeEvents:
             yield from self.redo(data, request, k, same_seed, rest)
 
         inputs = self.request_inputs | {self.last_result}
-        button.click(self.arm, None, None, **UI_ONLY).then(handler, inputs, self.generation_outputs,
-                                                           **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
+        button.click(self.arm_redo, None, None, **UI_ONLY).then(handler, inputs, self.generation_outputs,
+                                                                **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
+
+    def arm_redo(self, request: gr.Request) -> None:
+        """At a Redo's click: from now until it is done, a Keep or a rating would be undone by its result."""
+        self.arm(request)
+        self.redoing.add(request.session_hash)
 
     def redo_job(self, data: dict, k: int, same_seed: bool, rest: bool, session: str) -> Job:
         """Turn k (and with `rest` the turns after it) in the context of the voices, the conversation and
@@ -110,10 +130,13 @@ class TakeEvents:
     def redo(self, data: dict, request: gr.Request, k: int, same_seed: bool, rest: bool):
         last, blind = data[self.last_result], data[self.compose.blind]
         what = f"turns {k + 1} to {len(last['turns'])}" if rest else f"turn {k + 1}"
-        yield from self.run_on_page(
-            request,
-            lambda: self.redo_job(data, k, same_seed, rest, request.session_hash),
-            lambda job: f"*Making {what} again…*" + blind_note(job, blind),
-            lambda job, result: (replace_turns(last, result, blind),),
-            live=lambda job: not hides_takes(job, blind),
-        )
+        try:
+            yield from self.run_on_page(
+                request,
+                lambda: self.redo_job(data, k, same_seed, rest, request.session_hash),
+                lambda job: f"*Making {what} again…*" + blind_note(job, blind),
+                lambda job, result: (replace_turns(last, result, blind),),
+                live=lambda job: not hides_takes(job, blind),
+            )
+        finally:
+            self.redoing.discard(request.session_hash)
