@@ -38,19 +38,36 @@ class PackedLinear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)
 
 
-class PackedCodebookHeads(nn.Module):
-    """The depth decoder's audio heads, `audio_head` [N-1, D, V], each packed as a Linear [V, D] (CPU only).
+class CodebookHeads(nn.Module):
+    """The depth decoder's audio heads, `audio_head` [N-1, D, V], as one Linear-like module [V, D] per head.
 
-    `model.codebook_logits` calls `heads(hidden, i)` where the plain model computes `hidden @ audio_head[i]`;
-    31 of these per frame read 130 MB in bf16, and packed they stream about 1.5x faster (bit-identical in bf16).
+    `model.codebook_logits` calls `heads(hidden, i)` where the plain model computes `hidden @ audio_head[i]`.
     """
 
-    def __init__(self, audio_head: Tensor):
+    def __init__(self, heads):
         super().__init__()
-        self.heads = nn.ModuleList(PackedLinear(head.T) for head in audio_head)
+        self.heads = nn.ModuleList(heads)
 
     def forward(self, hidden: Tensor, index: int) -> Tensor:
         return self.heads[index](hidden)
+
+
+class PackedCodebookHeads(CodebookHeads):
+    """Each head packed as a Linear (CPU only): 31 of them a frame read 130 MB in bf16, and packed they
+    stream about 1.5x faster (bit-identical in bf16)."""
+
+    def __init__(self, audio_head: Tensor):
+        super().__init__(PackedLinear(head.T) for head in audio_head)
+
+
+def swap_audio_head(model: Model, make_heads) -> bool:
+    """Replace the float `audio_head` [N-1, D, V] with `make_heads(audio_head)`; False if it was swapped already."""
+    if not isinstance(model.audio_head, Tensor):
+        return False
+    heads = make_heads(model.audio_head)
+    del model.audio_head  # a Parameter: unregister it before a module takes the name
+    model.audio_head = heads
+    return True
 
 
 @functools.cache  # the CPU does not change while the process runs: ask once
@@ -104,9 +121,5 @@ def pack_linear_weights(model: Model) -> int:
     ]
     for module, name in slots:
         setattr(module, name, PackedLinear(getattr(module, name).weight))
-    if isinstance(model.audio_head, Tensor):  # 31 products a frame: as many bytes as a decoder layer's MLP
-        heads = PackedCodebookHeads(model.audio_head)
-        del model.audio_head  # a Parameter: unregister it before a module takes the name
-        model.audio_head = heads
-        return len(slots) + 1
-    return len(slots)
+    # The heads: 31 products a frame, as many bytes as a decoder layer's MLP.
+    return len(slots) + swap_audio_head(model, PackedCodebookHeads)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from csm.models import Model
-from csm.packing import cpu_computes_bf16
+from csm.packing import CodebookHeads, cpu_computes_bf16, swap_audio_head
 
 QUANTIZE_CHOICES = ("int8",)
 # What "int8" covers, for anyone comparing outputs across versions (a bundle's manifest says it):
@@ -148,19 +148,11 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
-class Int8CodebookHeads(nn.Module):
-    """The depth decoder's audio heads, `audio_head` [N-1, D, V] (`hidden @ audio_head[i]`), as int8.
-
-    Head i is an Int8Linear [V, D]: one scale per (codebook, vocabulary entry). `model.codebook_logits`
-    calls `heads(hidden, i)` where the float model computes `hidden @ audio_head[i]`.
-    """
+class Int8CodebookHeads(CodebookHeads):
+    """Each head an Int8Linear [V, D]: one scale per (codebook, vocabulary entry)."""
 
     def __init__(self, audio_head: Tensor):
-        super().__init__()
-        self.heads = nn.ModuleList(Int8Linear(head.T) for head in audio_head)
-
-    def forward(self, hidden: Tensor, index: int) -> Tensor:
-        return self.heads[index](hidden)
+        super().__init__(Int8Linear(head.T) for head in audio_head)
 
 
 class Int8Embedding(nn.Module):
@@ -204,9 +196,4 @@ def quantize_int8(model: Model) -> int:
     ]
     for name in tables:
         setattr(model, name, Int8Embedding(getattr(model, name).weight))
-    if isinstance(model.audio_head, Tensor):
-        heads = Int8CodebookHeads(model.audio_head)
-        del model.audio_head  # a Parameter: unregister it before a module takes the name
-        model.audio_head = heads
-        return len(slots) + len(tables) + 1
-    return len(slots) + len(tables)
+    return len(slots) + len(tables) + swap_audio_head(model, Int8CodebookHeads)
