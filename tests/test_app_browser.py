@@ -480,8 +480,9 @@ def test_a_session_is_bundled_shared_by_link_opened_and_reproduced(browser, tiny
     bundle = page.locator("#session-bundle a").first.get_attribute("href")
 
     page.get_by_role("button", name="🔗 Copy a link to it").click()
-    page.wait_for_function("() => navigator.clipboard.readText().then(t => t.includes('deep_link='))")
-    link = page.evaluate("() => navigator.clipboard.readText()")
+    # The link as the wait read it: a second read of the clipboard once came back empty.
+    copied = page.wait_for_function("() => navigator.clipboard.readText().then(t => t.includes('deep_link=') && t)")
+    link = copied.json_value()
     shared = context.new_page()  # the link, opened as a colleague would: the page comes back as it was
     shared.goto(link)
     shared.locator("#result-turn-2").first.wait_for(timeout=60_000)
