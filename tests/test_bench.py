@@ -28,16 +28,21 @@ POSITIVE_FIGURES = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
+def run_bench(out: Path, *options: str) -> tuple[str, dict]:
+    """`python -m bench.bench --small` on the CPU with `options`: what it printed, and its JSON."""
     command = [sys.executable, "-m", "bench.bench", "--small", "--device", "cpu", "--frames", str(FRAMES),
-               "--repeats", "1", "--quantize", "int8", "--json", str(out)]  # fmt: skip
-    # The timeout only guards against a hang; the run takes ~30 s on 2 CPU cores.
+               *options, "--json", str(out)]  # fmt: skip
+    # The timeout only guards against a hang; a run takes ~30 s on 2 CPU cores.
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, f"the benchmark failed:\n{done.stderr[-4000:]}"
-    assert "decode frames/s" in done.stdout and "ours int8" in done.stdout  # the tables were printed
-    return json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    printed, data = run_bench(tmp_path_factory.mktemp("bench") / "bench.json", "--repeats", "1", "--quantize", "int8")
+    assert "decode frames/s" in printed and "ours int8" in printed  # the tables were printed
+    return data
 
 
 @pytest.mark.slow
@@ -126,13 +131,9 @@ def test_int8_weights_are_smaller_and_its_accuracy_is_reported(report):
 
 @pytest.fixture(scope="module")
 def takes_report(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("bench-takes") / "takes.json"
-    command = [sys.executable, "-m", "bench.bench", "--small", "--device", "cpu", "--frames", str(FRAMES),
-               "--repeats", "2", "--takes", "4", "--json", str(out)]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, f"the benchmark failed:\n{done.stderr[-4000:]}"
-    assert "4 takes in one pass against 1 take" in done.stdout
-    return json.loads(out.read_text())
+    printed, data = run_bench(tmp_path_factory.mktemp("bench-takes") / "takes.json", "--repeats", "2", "--takes", "4")
+    assert "4 takes in one pass against 1 take" in printed
+    return data
 
 
 def test_takes_mode_times_four_takes_against_one_in_the_same_run(takes_report):
