@@ -111,10 +111,15 @@ def finished_report(report: TurnReport, audio: np.ndarray, started: float, **cha
     frames = len(audio) * 1000 // (SAMPLE_RATE * FRAME_MS)
     seconds, elapsed = round(len(audio) / SAMPLE_RATE, 3), round(time.perf_counter() - started, 3)
     done = replace(report, **{"frames": frames, "seconds": seconds, "generation_s": elapsed, **changes})
-    # From the rounded figures, so that the report's own numbers give them: rtf = generation_s / seconds.
-    rtf = round(done.generation_s / done.seconds, 3) if done.seconds else None
-    fps = round(done.frames / done.generation_s, 1) if done.generation_s else None
-    return replace(done, real_time_factor=rtf, frames_per_s=fps)
+    return with_speed(done)
+
+
+def with_speed(report: TurnReport) -> TurnReport:
+    """The report's real-time factor and frames/s, from its rounded figures, so that its own numbers give them:
+    rtf = generation_s / seconds."""
+    rtf = round(report.generation_s / report.seconds, 3) if report.seconds else None
+    fps = round(report.frames / report.generation_s, 1) if report.generation_s else None
+    return replace(report, real_time_factor=rtf, frames_per_s=fps)
 
 
 def with_first_audio(report: TurnReport, job: Job, turn_started: float) -> TurnReport:

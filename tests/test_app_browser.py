@@ -404,11 +404,20 @@ def test_blind_takes_hide_which_is_which_until_one_is_kept(page):
     labels = [page.locator(".result-take").nth(i).inner_text() for i in range(4)]
     assert [label.split()[:2] for label in labels] == [["Take", str(i + 1)] for i in range(4)]
     assert not any("ended by" in label or "length limit" in label for label in labels)  # nothing to tell them apart
+    # Nor the Result player or the report: the stitched conversation and its figures are take A's.
+    assert page.locator("#result-audio audio").count() == 0
+    info = page.locator("#result-info").inner_text()
+    assert "once a take is kept" in info and not any(w in info for w in ("of audio", "frames", "ended by", "RTF"))
     page.locator(".result-take").nth(1).get_by_role("button", name="Keep this take").click()
     page.wait_for_function("() => document.querySelectorAll('.result-take')[1]?.innerText.includes('✓ kept')")
     revealed = [page.locator(".result-take").nth(i).inner_text() for i in range(4)]
     assert sorted(label.split()[0] for label in revealed) == ["A", "B", "C", "D"]  # now labelled, and their lengths
     assert all(" s · " in label for label in revealed)
+    page.locator("#result-audio audio").first.wait_for(state="attached")  # the conversation, of the kept take
+    page.locator("#result-info").get_by_text("s of audio").first.wait_for()
+    kept_seconds = revealed[1].split(" s · ")[0].split()[-1]  # "C · 0.6 s · length limit · ✓ kept"
+    seconds = page.locator("#result-info").inner_text().split(" s of audio")[0].split()[-1]
+    assert f"{float(seconds):.1f}" == kept_seconds, (seconds, revealed[1])
 
 
 def test_redo_a_middle_turn_keeps_the_turns_before_it(page):

@@ -9,7 +9,17 @@ import soundfile as sf
 
 from studio.jobs import TurnReport
 from studio.report import Result
-from studio.ui.turns import blind_note, hides_takes, keep_take, replace_turns, results_state, spoken_turns
+from studio.ui.result import describe_result, result_summary
+from studio.ui.turns import (
+    blind_note,
+    hides_takes,
+    keep_take,
+    replace_turns,
+    results_state,
+    shown_conversation,
+    spoken_turns,
+    with_report,
+)
 
 RATE = 24_000
 
@@ -70,3 +80,48 @@ def test_blind_takes_are_not_streamed_into_the_live_player():
     assert hides_takes(four, blind=True) and blind_note(four, True).startswith(" Blind:")
     assert not hides_takes(four, blind=False) and blind_note(four, False) == ""
     assert not hides_takes(one, blind=True) and blind_note(one, True) == ""  # one take: nothing to tell apart
+
+
+def test_blind_takes_withhold_the_conversation_and_the_report_until_every_turn_is_kept(tmp_path):
+    """The stitched conversation and the report are take A's: heard or read, they would tell it from the others."""
+    run = result(tmp_path, ["One.", "Two."])
+    for report in run.turns:
+        report.takes[1].update(frames=3, seconds=0.24, ended_by_model=False)
+    state = with_report(results_state(run, blind=True), run)
+    assert shown_conversation(state) is None and state["conversation"]  # made, but not in the Result player
+    summary = result_summary(run, state, "tiny")
+    assert "Seed 10" in summary and "once a take of each of the 2 blind turns is kept" in summary
+    assert not any(words in summary for words in ("of audio", "0.5", "ended by", "length limit", "RTF"))
+    one = keep_take(state, 0, 1)
+    assert shown_conversation(one) is None and "once a take is kept" in result_summary(run, one, "tiny")
+    both = keep_take(one, 1, 0)
+    assert shown_conversation(both) == both["conversation"]
+    revealed = result_summary(run, both, "tiny")  # the kept takes' figures: B for turn 1, A for turn 2
+    assert "0.74 s of audio" in revealed and "| 0.2&nbsp;s (length limit) |" in revealed
+    assert "| 0.5&nbsp;s |" in revealed
+    # A blind redo of turn 2 waits again, then says the redo's turn as kept.
+    redo = result(tmp_path, ["Two."], first=1, seed=99)
+    redo.turns[0].takes[1].update(frames=3, seconds=0.24, ended_by_model=False)
+    redone = with_report(replace_turns(both, redo, blind=True), redo)
+    assert shown_conversation(redone) is None and "once a take is kept" in result_summary(redo, redone, "tiny")
+    redone_b = result_summary(redo, keep_take(redone, 1, 1), "tiny")
+    assert "0.74 s of audio" in redone_b and "3 frames · stopped at the length limit" in redone_b
+
+
+def test_the_conversation_and_report_are_shown_at_once_when_not_blind_or_one_take(tmp_path):
+    for run, blind in ((result(tmp_path, ["One.", "Two."]), False), (result(tmp_path, ["One."], takes=1), True)):
+        state = with_report(results_state(run, blind=blind), run)
+        assert "report" not in state and shown_conversation(state) == state["conversation"]
+        assert result_summary(run, state, "tiny") == describe_result(run, "tiny")
+
+
+def test_keeping_a_blind_take_fills_the_result_player_and_the_report(tmp_path):
+    from studio.ui.takes_events import TakeEvents
+
+    run = result(tmp_path, ["One."])
+    run.turns[0].takes[1].update(frames=3, seconds=0.24, ended_by_model=False)
+    state = with_report(results_state(run, blind=True), run)
+    page = SimpleNamespace(redoing=set(), studio=SimpleNamespace(description="tiny"), offer_turns=lambda s: [1, 2, 3])
+    page.kept_summary = lambda last: TakeEvents.kept_summary(page, last)
+    last, audio, info, *offers = TakeEvents.kept_take(page, state, 0, 1)
+    assert audio == last["conversation"] and "3 frames · stopped at the length limit" in info and offers == [1, 2, 3]

@@ -24,7 +24,7 @@ from studio.ui.check import CheckPanel, describe_detection
 from studio.ui.compose import COUNTER_JS, Compose
 from studio.ui.conversation import ConversationPanel, add_earlier_turn
 from studio.ui.library_events import LibraryEvents
-from studio.ui.result import ResultPanel, describe_result
+from studio.ui.result import ResultPanel, result_summary
 from studio.ui.share import SharePanel
 from studio.ui.share_events import ShareEvents
 from studio.ui.style import (
@@ -39,7 +39,7 @@ from studio.ui.style import (
     shown_button,
 )
 from studio.ui.takes_events import TakeEvents
-from studio.ui.turns import blind_note, hides_takes, results_state, spoken_turns
+from studio.ui.turns import blind_note, hides_takes, results_state, shown_conversation, spoken_turns, with_report
 from studio.ui.voices import (
     MyVoices,
     SpeakerCard,
@@ -318,13 +318,14 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         status = "■ Stopped: what was generated is kept below." if result.stopped else ""
         if result.error:
             status = f"⚠️ {result.error} What was generated before is kept below."
+        state = with_report(state, result)
         files = [take["path"] for turn in state["turns"] for take in turn["takes"]]
         blind = any(turn["blind"] for turn in state["turns"])  # the files' names would tell the takes apart
         keep, use_row, use_turn = self.offer_turns(state)
         return {
             r.status: status,
-            r.audio: state["conversation"],
-            r.info: describe_result(result, self.studio.description),
+            r.audio: shown_conversation(state),  # nothing while blind turns wait: it is made of their takes A
+            r.info: result_summary(result, state, self.studio.description),
             r.files: gr.update(value=files, visible=len(files) > 1 and not blind),
             r.reuse_seed: gr.update(value=f"♻ Reuse seed {state['seed']}", visible=True),
             r.keep: keep,

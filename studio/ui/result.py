@@ -10,6 +10,7 @@ from studio.inputs import TURN_GAP_S
 from studio.report import Result
 from studio.ui.latency import LATENCY_NOTE, latency_line, latency_table
 from studio.ui.style import ADD_TO_CONVERSATION, STREAMING
+from studio.ui.turns import waiting_turns, with_kept_takes
 
 
 @dataclass
@@ -100,3 +101,21 @@ def describe_result(result: Result, description: str) -> str:
         parts += [latency_line(result.turns[0]) if one else latency_table(result.turns), LATENCY_NOTE]
     parts += [f"⚠️ {w}" for w in result.warnings]
     return "\n\n".join(parts)
+
+
+def withheld_summary(result: Result, description: str, waiting: int) -> str:
+    """The report while blind turns wait for a choice: the seed and the time, nothing of any length or ending
+    (the result's are take A's; its speeds too, as they come from A's length)."""
+    which = "a take is kept" if waiting == 1 else f"a take of each of the {waiting} blind turns is kept"
+    return (
+        f"**Seed {result.seed}** · generated in {result.elapsed_s:.1f} s<br><small>{description}</small>\n\n"
+        f"🙈 **Blind:** the conversation, its length and how each turn ended appear here once {which}."
+    )
+
+
+def result_summary(result: Result, state: dict, description: str) -> str:
+    """The report under the result, of its turns as the page keeps them (`studio.ui.turns`)."""
+    waiting = waiting_turns(state)
+    if waiting:
+        return withheld_summary(result, description, waiting)
+    return describe_result(with_kept_takes(result, state), description)

@@ -16,7 +16,8 @@ from studio.inputs import Line
 from studio.jobs import ONE_AT_A_TIME, Job
 from studio.ratings import Rating
 from studio.ui.style import PRIVATE, UI_ONLY
-from studio.ui.turns import blind_note, hides_takes, keep_take, kept, rate, replace_turns, take_path
+from studio.ui.result import result_summary
+from studio.ui.turns import blind_note, hides_takes, keep_take, kept, rate, replace_turns, shown_conversation, take_path
 
 
 class TakeEvents:
@@ -35,7 +36,7 @@ class TakeEvents:
     @property
     def kept_outputs(self) -> list:
         r = self.result
-        return [self.last_result, r.audio, r.keep, r.use_row, r.use_turn]
+        return [self.last_result, r.audio, r.info, r.keep, r.use_row, r.use_turn]
 
     def kept_take(self, last: dict, k: int, t: int, session: str | None = None) -> list:
         if session in self.redoing:  # the redo's result is made from the turns as they were at its click
@@ -46,7 +47,13 @@ class TakeEvents:
         except Exception as e:  # a file gone (outputs expire after hours): said, the state kept
             gr.Warning(user_message(e))
             return [gr.update()] * len(self.kept_outputs)
-        return [last, last["conversation"], *self.offer_turns(last)]
+        return [last, shown_conversation(last), self.kept_summary(last), *self.offer_turns(last)]
+
+    def kept_summary(self, last: dict):
+        """The report after a Keep: a blind result's, withheld until now, says the kept takes (or still waits
+        for the other blind turns); any other result's report stays as it was shown."""
+        report = last.get("report")
+        return gr.update() if report is None else result_summary(report, last, self.studio.description)
 
     def rating_row(self, turn: dict, k: int, t: int) -> None:
         rating = turn["takes"][t]["rating"]

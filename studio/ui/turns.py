@@ -9,6 +9,7 @@ are but marks them as made with the old turn k, until "Redo the rest" makes them
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -16,7 +17,7 @@ import soundfile as sf
 
 from csm.audio import save_wav
 from studio.inputs import SAMPLE_RATE
-from studio.jobs import TAKE_LABELS
+from studio.jobs import TAKE_LABELS, TurnReport, with_speed
 from studio.outputs import new_output_dir, stitch
 from studio.report import Result
 from studio.ui.conversation import new_turn
@@ -66,6 +67,41 @@ def hides_takes(job, blind: bool) -> bool:
 def blind_note(job, blind: bool) -> str:
     """What the status line adds while blind takes are made."""
     return " Blind: the takes come side by side, unlabelled, once all are made." if hides_takes(job, blind) else ""
+
+
+def waiting_turns(state: dict) -> int:
+    """Blind turns with no take chosen yet. Their kept take is still A, so the stitched conversation and the
+    report's lengths and endings (A's) would tell it from the others: both wait until every one is chosen."""
+    return sum(t["blind"] for t in (state or {}).get("turns", []))
+
+
+def shown_conversation(state: dict) -> str | None:
+    """What the Result player holds: the stitched conversation, or nothing while blind turns wait."""
+    return None if waiting_turns(state) else state["conversation"]
+
+
+def with_report(state: dict, result: Result) -> dict:
+    """The state of a shown result. One whose report is withheld (blind turns wait) keeps it, to describe the
+    kept takes once chosen; any other's report is shown at once, and stays as it is shown."""
+    rest = {key: value for key, value in state.items() if key != "report"}
+    return {**rest, "report": result} if waiting_turns(state) else rest
+
+
+def with_kept_takes(result: Result, state: dict) -> Result:
+    """The result as its kept takes make it: a turn that kept another take than A has that take's length,
+    frames and ending (and speed, from them), and the audio's total length follows."""
+    chosen = {t["index"]: kept(t) for t in state["turns"] if t["kept"]}
+    if not any(r.index in chosen for r in result.turns):
+        return result
+    turns = [as_take(r, chosen[r.index]) if r.index in chosen else r for r in result.turns]
+    seconds = result.seconds + sum(new.seconds - old.seconds for new, old in zip(turns, result.turns))
+    return replace(result, turns=turns, seconds=seconds)
+
+
+def as_take(report: TurnReport, take: dict) -> TurnReport:
+    """A turn's report (take A's figures) with another take's: its speed comes from its own length."""
+    figures = {key: take[key] for key in ("frames", "seconds", "ended_by_model")}
+    return with_speed(replace(report, **figures))
 
 
 def kept(turn: dict) -> dict:
