@@ -408,12 +408,14 @@ def test_blind_takes_hide_which_is_which_until_one_is_kept(page):
     assert page.locator("#result-audio audio").count() == 0
     info = page.locator("#result-info").inner_text()
     assert "once a take is kept" in info and not any(w in info for w in ("of audio", "frames", "ended by", "RTF"))
+    assert not page.locator("#keep-result").is_visible() and not page.locator("#use-voice").is_visible()  # take A's
     page.locator(".result-take").nth(1).get_by_role("button", name="Keep this take").click()
     page.wait_for_function("() => document.querySelectorAll('.result-take')[1]?.innerText.includes('✓ kept')")
     revealed = [page.locator(".result-take").nth(i).inner_text() for i in range(4)]
     assert sorted(label.split()[0] for label in revealed) == ["A", "B", "C", "D"]  # now labelled, and their lengths
     assert all(" s · " in label for label in revealed)
     page.locator("#result-audio audio").first.wait_for(state="attached")  # the conversation, of the kept take
+    page.locator("#keep-result").wait_for(state="visible")
     page.locator("#result-info").get_by_text("s of audio").first.wait_for()
     kept_seconds = revealed[1].split(" s · ")[0].split()[-1]  # "C · 0.6 s · length limit · ✓ kept"
     seconds = page.locator("#result-info").inner_text().split(" s of audio")[0].split()[-1]

@@ -125,3 +125,15 @@ def test_keeping_a_blind_take_fills_the_result_player_and_the_report(tmp_path):
     page.kept_summary = lambda last: TakeEvents.kept_summary(page, last)
     last, audio, info, *offers = TakeEvents.kept_take(page, state, 0, 1)
     assert audio == last["conversation"] and "3 frames · stopped at the length limit" in info and offers == [1, 2, 3]
+
+
+def test_a_blind_result_offers_no_add_or_use_as_voice_until_its_takes_are_kept(tmp_path):
+    """Both would take each turn's take A into the conversation or a voice card, its length with it."""
+    from studio.ui.events import Page
+
+    run = result(tmp_path, ["One.", "Two."])
+    state = results_state(run, blind=True)
+    add, use_row, use_turn = Page.offer_turns(None, state)
+    assert not add["visible"] and not use_row["visible"] and not use_turn["visible"]
+    add, use_row, use_turn = Page.offer_turns(None, keep_take(keep_take(state, 0, 1), 1, 0))
+    assert add["visible"] and use_row["visible"] and use_turn["visible"] and len(use_turn["choices"]) == 2

@@ -39,7 +39,15 @@ from studio.ui.style import (
     shown_button,
 )
 from studio.ui.takes_events import TakeEvents
-from studio.ui.turns import blind_note, hides_takes, results_state, shown_conversation, spoken_turns, with_report
+from studio.ui.turns import (
+    blind_note,
+    hides_takes,
+    results_state,
+    shown_conversation,
+    spoken_turns,
+    waiting_turns,
+    with_report,
+)
 from studio.ui.voices import (
     MyVoices,
     SpeakerCard,
@@ -337,8 +345,9 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         }
 
     def offer_turns(self, state: dict) -> list:
-        """Add to the conversation, and Use as voice with its turn picker: offered for the finished turns."""
-        spoken = spoken_turns(state)
+        """Add to the conversation, and Use as voice with its turn picker: offered for the finished turns, once no
+        blind turn waits for its take to be chosen (they would use its take A, and show which one that is)."""
+        spoken = [] if waiting_turns(state) else spoken_turns(state)
         choices = [(f"Turn {i + 1} · speaker {t['speaker']}", i) for i, t in enumerate(spoken)]
         return [shown_button(ADD_TO_CONVERSATION, bool(spoken)), gr.update(visible=bool(spoken)),
                 gr.update(choices=choices, value=0, visible=len(spoken) > 1)]  # fmt: skip
