@@ -1,7 +1,7 @@
 """How far int8 weights move our CSM from the same model with float weights: same checkpoint, same prompt.
 
     python -m bench.accuracy --checkpoint-dir DIR [--small] [--dtype bfloat16] [--frames 50] [--json out.json]
-                             [--quantize int8|none] [--reference-dtype float32]
+                             [--quantize int8|int8-dynamic|none] [--reference-dtype float32]
 
 For scale, `--quantize none --reference-dtype float32` measures the same figures for bf16 weights
 against fp32 ones: what the bf16 default already costs.
@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from bench.bench import ensure_checkpoint, our_frames, prompt_parts
+from csm.quantize import QUANTIZE_CHOICES
 
 FRAMES = 50
 
@@ -128,7 +129,7 @@ def main(argv=None) -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--quantize", default="int8", choices=["int8", "none"])
+    parser.add_argument("--quantize", default="int8", choices=[*QUANTIZE_CHOICES, "none"])
     parser.add_argument("--reference-dtype", choices=["float32", "bfloat16", "float16"], help="default: --dtype")
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--seed", type=int, default=0)

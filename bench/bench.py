@@ -1,7 +1,8 @@
 """Speed and memory of our CSM next to transformers' CsmForConditionalGeneration: same weights, same run.
 
     python -m bench.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--frames N]
-                          [--repeats R] [--small] [--json out.json] [--checkpoint-dir DIR] [--quantize int8]
+                          [--repeats R] [--small] [--json out.json] [--checkpoint-dir DIR]
+                          [--quantize int8|int8-dynamic]
                           [--takes N]
 
 Nothing is downloaded. A random `CsmForConditionalGeneration` with CSM-1B's shapes (or, with
@@ -24,7 +25,9 @@ text (312 frames). Measured:
 `--quantize int8` adds a third worker, ours with int8 weights (csm.quantize) and activations in
 --dtype, measured in the same rotation, and its ratios to ours in --dtype. Before the speed runs, a
 child process measures how far int8 moves the model's outputs (bench.accuracy: per-layer SNR,
-codebook-0 logit error, agreement of greedy codes over 50 frames).
+codebook-0 logit error, agreement of greedy codes over 50 frames). `--quantize int8-dynamic` does the
+same for int8 weights with int8 activations in the products after a norm (CPU with VNNI); the JSON
+keeps the names `ours_int8` and `int8_over_ours_*` for either, and `settings.quantize` says which.
 
 `--takes N` measures something else: ours alone, one generation of N takes of the turn against one
 take, in one worker, alternating (who goes first swaps every repeat). Each run is the generator's
@@ -55,6 +58,7 @@ import torch
 
 from csm.generator import FIRST_CHUNK_FRAMES
 from csm.inputs import MAX_TAKES
+from csm.quantize import QUANTIZE_CHOICES
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_SECONDS = 0.08  # Mimi: 12.5 frames per second
@@ -236,11 +240,11 @@ def weight_bytes(module: torch.nn.Module) -> int:
     """The bytes of a module's weights, counting our oneDNN-packed Linears (CPU) and int8 Linears and
     embeddings (buffers)."""
     from csm.packing import PackedLinear
-    from csm.quantize import Int8Embedding, Int8Linear
+    from csm.quantize import DynamicInt8Linear, Int8Embedding, Int8Linear
 
     int8_modules = (Int8Linear, Int8Embedding)
     int8 = [t for m in module.modules() if isinstance(m, int8_modules) for t in (m.weight, m.scales)]
-    packed = sum(m.nbytes for m in module.modules() if isinstance(m, PackedLinear))
+    packed = sum(m.nbytes for m in module.modules() if isinstance(m, (PackedLinear, DynamicInt8Linear)))
     return tensor_bytes([*module.parameters(), *int8]) + packed
 
 
@@ -406,6 +410,12 @@ class OursInt8Runner(OursRunner):
     quantize = "int8"
 
 
+class OursInt8DynamicRunner(OursRunner):
+    """Ours with int8 weights and, for the products after a norm, int8 activations (`quantize="int8-dynamic"`)."""
+
+    quantize = "int8-dynamic"
+
+
 class OursTakesRunner(OursRunner):
     """Ours through csm.generator's whole pass (`Generator.stream_parts`): one prefill, N takes, Mimi for each."""
 
@@ -439,7 +449,8 @@ class OursTakesRunner(OursRunner):
 
 
 RUNNERS = {
-    "ours": OursRunner, "transformers": TransformersRunner, "ours-int8": OursInt8Runner, "ours-takes": OursTakesRunner,
+    "ours": OursRunner, "transformers": TransformersRunner, "ours-int8": OursInt8Runner,
+    "ours-int8-dynamic": OursInt8DynamicRunner, "ours-takes": OursTakesRunner,
 }  # fmt: skip
 
 
@@ -560,7 +571,7 @@ class WorkerProcess:
 
 def measure(folder: Path, args, log_dir: Path) -> tuple[dict, str]:
     """Every worker's summary, and the device's name (as a worker sees it)."""
-    names = ["ours", "transformers", *(["ours-int8"] if args.quantize else [])]
+    names = ["ours", "transformers", *([f"ours-{args.quantize}"] if args.quantize else [])]
     workers, ready = {}, {}
     try:
         for name in names:  # one load at a time: at once, their peaks could exhaust a small machine's memory
@@ -688,8 +699,8 @@ def report(args, results: dict, device: str, accuracy: dict | None = None) -> di
     if "time_to_first_audio_frames_before_seconds" in theirs:  # against transformers' figure of earlier runs
         before = ours["time_to_first_audio_seconds"] / theirs["time_to_first_audio_frames_before_seconds"]
         data["ratios"]["time_to_first_audio_against_transformers_frames_before"] = before
-    if "ours-int8" in results:
-        int8 = data["ours_int8"] = results["ours-int8"]
+    if args.quantize:  # the quantized side is "ours_int8" in the JSON whichever scheme (settings.quantize says)
+        int8 = data["ours_int8"] = results[f"ours-{args.quantize}"]
         data["ratios"].update({f"int8_over_ours_{key}": value for key, value in side_ratios(int8, ours).items()})
         data["accuracy"] = accuracy
     return data
@@ -884,11 +895,13 @@ def print_int8_table(data: dict) -> None:
         ("weights GB (CSM)", gb(int8["weights_bytes"]), gb(ours["weights_bytes"]),
          f"{int8['weights_bytes'] / ours['weights_bytes']:.2f}x"),
     ]  # fmt: skip
-    print(f"\nours with int8 weights ({dtype} activations) against ours in {dtype}, same run")
-    print_rows(("", "ours int8", f"ours {dtype}", "int8/ours"), rows)
+    scheme = data["settings"]["quantize"]
+    what = "int8 activations after a norm" if scheme == "int8-dynamic" else f"{dtype} activations"
+    print(f"\nours with int8 weights ({what}) against ours in {dtype}, same run")
+    print_rows(("", f"ours {scheme}", f"ours {dtype}", f"{scheme}/ours"), rows)
     a = data["accuracy"]
     snr = a["layer_snr_db"]
-    print(f"\naccuracy of int8 against {dtype}, random weights, {a['frames']} greedy frames (bench.accuracy):")
+    print(f"\naccuracy of {scheme} against {dtype}, random weights, {a['frames']} greedy frames (bench.accuracy):")
     print("  per-layer output SNR, dB: " + ", ".join(f"{k} {v:.1f}" for k, v in snr.items()))
     print(f"  codebook-0 logit error: max {a['codebook0_logit_error_max']:.4f}, mean "
           f"{a['codebook0_logit_error_mean']:.4f} (logit std {a['codebook0_logit_std']:.4f})")  # fmt: skip
@@ -910,7 +923,8 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--checkpoint-dir", type=Path, help="build the random checkpoint here, or reuse it")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quantize", choices=["int8"], help="also run ours with int8 weights, and its accuracy")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES,
+                        help="also run ours with int8 weights (int8-dynamic: and int8 activations), and its accuracy")  # fmt: skip
     parser.add_argument("--accuracy-frames", type=int, default=50, help="greedy frames compared (--quantize)")
     parser.add_argument("--takes", type=int, help="instead: ours alone, N takes of a turn in one pass against 1 take")
     parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.bench import FRAME_SECONDS, TEMPERATURE, TOPK, ensure_checkpoint, our_frames, prompt_parts, weight_bytes
-from csm.quantize import Int8Linear
+from csm.quantize import QUANTIZE_CHOICES, DynamicInt8Linear, Int8Linear
 
 
 class StageTimer:
@@ -135,7 +135,7 @@ def profile(model, frames: int, ops: bool, takes: int = 1) -> None:
         "decoder MLP": weight_bytes(model.decoder.layers[0].mlp) * len(model.decoder.layers) * decoder_steps,
     }
     rest = total - part["backbone"] - part["decoder"]
-    int8 = " with int8 weights" if any(isinstance(m, Int8Linear) for m in model.modules()) else ""
+    int8 = " with int8 weights" if any(isinstance(m, (Int8Linear, DynamicInt8Linear)) for m in model.modules()) else ""
     print(f"\n{model.dtype}{int8}, {torch.get_num_threads()} threads, prompt {prompt_len} frames, {takes} take(s)")
     print(f"prefill + first frame: {plain_prefill:.3f} s")
     print(
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", action="store_true", help="also print a torch.profiler table of one frame")
-    parser.add_argument("--quantize", choices=["int8"], help="int8 weights (csm.quantize)")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8 weights (csm.quantize)")
     parser.add_argument("--takes", type=int, default=1, help="takes decoded at once (rows of one batch)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="csm-profile-") as scratch:

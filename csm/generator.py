@@ -330,9 +330,11 @@ _generators_lock = threading.Lock()
 
 def load_csm_1b(device=None, repo_id: str = "sesame/csm-1b", revision: str | None = None, token: str | None = None,
                 dtype: torch.dtype | None = None, quantize: str | None = None) -> Generator:  # fmt: skip
-    """The generator for a checkpoint; `quantize="int8"` loads int8 weights (csm.loading.load_model)."""
+    """The generator for a checkpoint; `quantize="int8"` loads int8 weights, "int8-dynamic" int8 activations
+    too (csm.loading.load_model)."""
     quantize = check_quantize(quantize)
     device = loading.resolve_device(device)
+    check_quantize(quantize, device)
     dtype = dtype or loading.default_dtype(device)
     key = (str(repo_id), revision, str(device), dtype, quantize)
     with _generators_lock:
@@ -353,7 +355,8 @@ def _build_generator(repo_id, revision, token, device, dtype, quantize) -> Gener
                            codec_state_dict=codec_state)  # fmt: skip
     else:
         codec = load_codec("kyutai/mimi", model.num_codebooks, device=device, token=token)
-    weights = ", int8 weights" if quantize else ""  # shown wherever the model is named (the app's reports)
+    # Shown wherever the model is named (the app's reports).
+    weights = {"int8": ", int8 weights", "int8-dynamic": ", int8 weights and activations"}.get(quantize, "")
     return Generator(model, tokenizer, codec, description=_describe(checkpoint) + weights)
 
 

@@ -299,11 +299,14 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
 
     `quantize="int8"`: int8 weights with one scale per output channel for the transformer Linears, the
     projection and the audio heads (csm.quantize), made here from the float checkpoint; activations stay
-    in `dtype`. Otherwise, on the CPU, `pack_weights` pre-packs the Linears for oneDNN
-    (csm.packing.pack_linear_weights: ~1.5x faster decode); pass False for the plain layout.
+    in `dtype`. `quantize="int8-dynamic"` (CPU with VNNI only): the same int8 weights, and the activations
+    of those products quantized to 8 bits per row at run time (faster, one more rounding). Otherwise, on
+    the CPU, `pack_weights` pre-packs the Linears for oneDNN (csm.packing.pack_linear_weights: ~1.5x faster
+    decode); pass False for the plain layout.
     """
     quantize = check_quantize(quantize)  # before any weight is read
     device = resolve_device(device)
+    check_quantize(quantize, device)
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):
         model = Model(checkpoint.args)  # no memory: every parameter is assigned from the checkpoint
@@ -315,8 +318,8 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     model.load_state_dict(state, strict=True, assign=True)
     del state  # the modules own the tensors now, so packing or quantizing frees each original as it goes
     model.eval().requires_grad_(False)
-    if quantize == "int8":
-        quantize_int8(model)
+    if quantize:
+        quantize_int8(model, dynamic=quantize == "int8-dynamic")
     elif pack_weights:
         pack_linear_weights(model)
     release_freed_memory()

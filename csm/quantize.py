@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 
 import torch
 import torch.nn as nn
@@ -25,21 +26,34 @@ from torch import Tensor
 from csm.models import Model
 from csm.packing import CodebookHeads, cpu_computes_bf16, swap_audio_head
 
-QUANTIZE_CHOICES = ("int8",)
-# What "int8" covers, for anyone comparing outputs across versions (a bundle's manifest says it):
-# 1, before 2026-11-26: the Linears and the audio heads; 2: the embedding tables as well.
+QUANTIZE_CHOICES = ("int8", "int8-dynamic")
+# What each choice covers, for anyone comparing outputs across versions (a bundle's manifest says it).
+# "int8": 1, before 2026-11-26: the Linears and the audio heads; 2: the embedding tables as well.
 INT8_SCHEME = 2
+QUANTIZE_SCHEMES = {"int8": INT8_SCHEME, "int8-dynamic": 1}
 KERNEL_MAX_ROWS = 16  # above this many rows, converting the weight and one GEMM beat _weight_int8pack_mm (CPU)
 KERNEL_ROW_MULTIPLE = 16  # torch's CPU bf16 kernel reads 16 input features at a time (and crashes on others)
 CONVERT_BLOCK_ELEMENTS = 1 << 22  # CPU prefill: weights converted in blocks of this many (8 MB in bf16)
 QUANTIZE_BLOCK_ELEMENTS = 1 << 24  # rows quantized together: a 64 MB fp32 temporary at most
+SMALLEST_NORMAL = torch.finfo(torch.float32).tiny  # the divisor of an all-zero row (which stays zero)
 
 
-def check_quantize(quantize: str | None) -> str | None:
-    """None (float weights) or one of QUANTIZE_CHOICES; anything else is a ValueError that lists them."""
+def check_quantize(quantize: str | None, device: torch.device | None = None) -> str | None:
+    """None (float weights) or one of QUANTIZE_CHOICES; anything else is a ValueError that lists them, as is
+    "int8-dynamic" on a `device` that cannot run it (anything but a CPU with fbgemm and VNNI)."""
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be None or one of {list(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if quantize == "int8-dynamic" and device is not None and not (device.type == "cpu" and has_dynamic_int8_kernel()):
+        raise ValueError(
+            f"quantize='int8-dynamic' needs a CPU with VNNI and torch's fbgemm (here: {device}, "
+            f"quantized engine {torch.backends.quantized.engine!r}); use quantize='int8' instead"
+        )
     return quantize
+
+
+def quantize_scheme(quantize: str | None) -> int | None:
+    """The version of what `quantize` covers (QUANTIZE_SCHEMES), None for float weights."""
+    return QUANTIZE_SCHEMES.get(quantize) if quantize else None
 
 
 def quantize_per_channel(weight: Tensor, scale_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -148,6 +162,68 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
+@functools.cache
+def has_dynamic_int8_kernel() -> bool:
+    """Whether this CPU runs `DynamicInt8Linear` exactly: fbgemm (torch's "x86" or "fbgemm" engine) with
+    VNNI-style int32 sums. Checked on the worst case, where 16-bit pair sums (CPUs before VNNI) saturate."""
+    if torch.backends.quantized.engine not in ("x86", "fbgemm"):
+        return False
+    try:
+        weight = torch.full((8, 4 * KERNEL_ROW_MULTIPLE), 0.5)
+        got = DynamicInt8Linear(weight)(torch.ones(1, weight.shape[1]))
+        return torch.allclose(got, torch.full_like(got, 0.5 * weight.shape[1]), rtol=1e-2)
+    except (RuntimeError, NotImplementedError):  # a build without fbgemm
+        return False
+
+
+class DynamicInt8Linear(nn.Module):
+    """A bias-free Linear with int8 weights (one scale per output channel) whose activations are quantized
+    too, to 8 bits per row at run time, so that the product is int8 x int8 in fbgemm (CPU only).
+
+    On a CPU with VNNI this reads the weight near memory speed, about 1.7x faster than
+    `_weight_int8pack_mm` for the decoder's gate_up (bench/RESULTS.md), at the cost of a second rounding:
+    each row's activations to 255 levels between its own -max and +max.
+
+    fbgemm quantizes a whole input with one range (its min and max), which would tie the rows (the takes
+    of a batch) together. Here each row is divided by its largest magnitude and a row [1, -1, 0...] is
+    appended, so the range is [-1, 1] whatever the rows: every row is quantized alone, as if by itself,
+    and a take's result does not depend on the others. The packed weight is not a buffer: a model
+    quantized this way has no state_dict to save (quantize from the float checkpoint at load).
+    """
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        ints, scales = quantize_per_channel(weight, torch.float32)
+        channels = torch.zeros(self.out_features, dtype=torch.long)
+        with (
+            warnings.catch_warnings()
+        ):  # torch's notice that quantized tensors are deprecated: not the user's to act on
+            warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated")
+            quantized = torch._make_per_channel_quantized_tensor(ints, scales.double(), channels, 0)
+        self.packed = torch.ops.quantized.linear_prepack(quantized, None)
+        self.nbytes = ints.nbytes + scales.nbytes
+        range_row = torch.zeros(1, self.in_features, dtype=weight.dtype)
+        range_row[0, :2] = torch.tensor([1.0, -1.0])[: self.in_features]
+        self.register_buffer("range_row", range_row, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        units = torch.cat([x.reshape(-1, self.in_features), self.range_row]).float()  # [M + 1, in]
+        largest = torch.linalg.vector_norm(units, ord=float("inf"), dim=1, keepdim=True).clamp_min_(SMALLEST_NORMAL)
+        y = torch.ops.quantized.linear_dynamic(units.div_(largest), self.packed, False).mul_(largest)
+        return y[:-1].to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights and activations"
+
+
+class DynamicInt8CodebookHeads(CodebookHeads):
+    """Each head a DynamicInt8Linear [V, D]."""
+
+    def __init__(self, audio_head: Tensor):
+        super().__init__(DynamicInt8Linear(head.T) for head in audio_head)
+
+
 class Int8CodebookHeads(CodebookHeads):
     """Each head an Int8Linear [V, D]: one scale per (codebook, vocabulary entry)."""
 
@@ -178,9 +254,16 @@ class Int8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 weights"
 
 
-def quantize_int8(model: Model) -> int:
+# "int8-dynamic" quantizes the activations of the products whose input comes straight from an RMSNorm (its
+# rows have no outlier of their own scale), and where fbgemm pays: the wide products with short rows.
+# down_proj reads the MLP's product of two activations (long-tailed) and runs as fast weight-only, so
+# it, o_proj and the projection (embeddings next to a hidden state) stay weight-only.
+DYNAMIC_SLOTS = ("qkv_proj", "gate_up_proj", "codebook0_head")
+
+
+def quantize_int8(model: Model, dynamic: bool = False) -> int:
     """Swap the Linears of both stacks, the projection, codebook0_head, audio_head and the two embedding
-    tables for int8 ones.
+    tables for int8 ones; `dynamic`: those of DYNAMIC_SLOTS and the audio heads as DynamicInt8Linear.
 
     Returns how many were swapped. Each float weight is freed once its module is replaced (if nothing
     else holds it). Inference only. Call before `setup_caches`, or again after it: caches are untouched.
@@ -190,10 +273,11 @@ def quantize_int8(model: Model) -> int:
         (module, name) for module in modules for name, child in module.named_children() if isinstance(child, nn.Linear)
     ]
     for module, name in slots:
-        setattr(module, name, Int8Linear(getattr(module, name).weight))
+        linear = DynamicInt8Linear if dynamic and name in DYNAMIC_SLOTS else Int8Linear
+        setattr(module, name, linear(getattr(module, name).weight))
     tables = [
         name for name in ("text_embeddings", "audio_embeddings") if isinstance(getattr(model, name), nn.Embedding)
     ]
     for name in tables:
         setattr(model, name, Int8Embedding(getattr(model, name).weight))
-    return len(slots) + len(tables) + swap_audio_head(model, Int8CodebookHeads)
+    return len(slots) + len(tables) + swap_audio_head(model, DynamicInt8CodebookHeads if dynamic else Int8CodebookHeads)

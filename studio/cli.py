@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from csm.quantize import QUANTIZE_CHOICES
 from studio.asr import CPU_MODEL, GPU_MODEL
 from studio.ratings import DEFAULT_RATINGS_DIR
 from studio.service import DEFAULT_MODEL, Studio
@@ -28,9 +29,10 @@ def option_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=env("CSM_STUDIO_DTYPE") or "auto",
                         help="model precision (default: $CSM_STUDIO_DTYPE or auto: bfloat16 on CUDA and on CPUs "
                         "with AVX-512 BF16 or AMX, float32 elsewhere)")  # fmt: skip
-    parser.add_argument("--quantize", choices=["none", "int8"], default=env("CSM_STUDIO_QUANTIZE") or "none",
-                        help="int8: int8 weights (less memory and faster on a CPU; speech quality not yet "
-                        "judged by ear, see bench/RESULTS.md) (default: $CSM_STUDIO_QUANTIZE or none)")  # fmt: skip
+    parser.add_argument("--quantize", choices=["none", *QUANTIZE_CHOICES], default=env("CSM_STUDIO_QUANTIZE") or "none",
+                        help="int8: int8 weights (less memory and faster on a CPU); int8-dynamic: the same and int8 "
+                        "activations after each norm (faster again, CPUs with VNNI only). Speech quality of either "
+                        "not yet judged by ear, see bench/RESULTS.md (default: $CSM_STUDIO_QUANTIZE or none)")  # fmt: skip
     parser.add_argument("--asr-model", default=env("CSM_STUDIO_ASR_MODEL") or None,
                         help="the speech recogniser that transcribes clips without a transcript: a Whisper Hub id, a "
                         "local folder, or 'tiny' (offline random model, nonsense); loaded on first use (default: "
@@ -70,8 +72,10 @@ def watermark_message(value) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The options; a device this machine does not have is refused here, naming the ones it has."""
+    """The options; a device this machine does not have is refused here, naming the ones it has, as is a
+    quantization the device cannot run."""
     from csm.loading import resolve_device
+    from csm.quantize import check_quantize
 
     parser = option_parser()
     args = parser.parse_args(argv)
@@ -80,6 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.device = str(resolve_device(args.device))
         except ValueError as e:
             parser.error(f"--device {args.device}: {e}")
+    if args.quantize != "none":
+        try:
+            check_quantize(args.quantize, resolve_device(args.device))
+        except ValueError as e:
+            parser.error(f"--quantize {args.quantize}: {e}")
     return args
 
 

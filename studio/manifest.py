@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from csm.audio import save_wav
-from csm.quantize import INT8_SCHEME
+from csm.quantize import quantize_scheme
 from csm.generator import CHUNK_FRAMES
 from studio import __version__
 from studio.errors import InputError
@@ -284,7 +284,7 @@ def model_entry(studio) -> dict:
         "device": str(generator.device),
         "dtype": str(generator.model.dtype).removeprefix("torch."),
         "quantize": studio.quantize,
-        "quantize_scheme": INT8_SCHEME if studio.quantize == "int8" else None,  # what int8 covered then
+        "quantize_scheme": quantize_scheme(studio.quantize),  # what the quantization covered then
         "watermark": {"on": bool(studio.watermark), "message": studio.watermark_message},
     }
 

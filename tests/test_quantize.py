@@ -121,7 +121,7 @@ def test_quantizing_in_blocks_of_rows_equals_quantizing_at_once(monkeypatch):
 def test_invalid_quantize_is_a_clear_value_error_before_any_weight_is_read(tiny, monkeypatch):
     monkeypatch.setattr("csm.loading.TensorSource", lambda *a: pytest.fail("weights were read"))
     for bad in ("int4", "INT8", 8, True):
-        with pytest.raises(ValueError, match=r"quantize must be None or one of \['int8'\], got"):
+        with pytest.raises(ValueError, match=r"quantize must be None or one of \['int8', 'int8-dynamic'\], got"):
             load_model(tiny, device="cpu", quantize=bad)
     with pytest.raises(ValueError, match="quantize must be"):
         load_csm_1b(device="cpu", repo_id=str(tiny_checkpoint_dir()), quantize="fp8")
