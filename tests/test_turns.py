@@ -111,7 +111,7 @@ def test_blind_takes_withhold_the_conversation_and_the_report_until_every_turn_i
 def test_the_conversation_and_report_are_shown_at_once_when_not_blind_or_one_take(tmp_path):
     for run, blind in ((result(tmp_path, ["One.", "Two."]), False), (result(tmp_path, ["One."], takes=1), True)):
         state = with_report(results_state(run, blind=blind), run)
-        assert "report" not in state and shown_conversation(state) == state["conversation"]
+        assert shown_conversation(state) == state["conversation"]
         assert result_summary(run, state, "tiny") == describe_result(run, "tiny")
 
 
@@ -137,3 +137,18 @@ def test_a_blind_result_offers_no_add_or_use_as_voice_until_its_takes_are_kept(t
     assert not add["visible"] and not use_row["visible"] and not use_turn["visible"]
     add, use_row, use_turn = Page.offer_turns(None, keep_take(keep_take(state, 0, 1), 1, 0))
     assert add["visible"] and use_row["visible"] and use_turn["visible"] and len(use_turn["choices"]) == 2
+
+
+def test_keeping_another_take_when_not_blind_writes_the_report_of_that_take(tmp_path):
+    """The Result player then holds the conversation with take B: the report must not still say A's length."""
+    from studio.ui.takes_events import TakeEvents
+
+    run = result(tmp_path, ["One."])
+    run.turns[0].takes[1].update(frames=3, seconds=0.24, ended_by_model=False)
+    state = with_report(results_state(run, blind=False), run)
+    assert result_summary(run, state, "tiny") == describe_result(run, "tiny")
+    page = SimpleNamespace(redoing=set(), studio=SimpleNamespace(description="tiny"), offer_turns=lambda s: [])
+    page.kept_summary = lambda last: TakeEvents.kept_summary(page, last)
+    last, audio, info = TakeEvents.kept_take(page, state, 0, 1)
+    assert audio == last["conversation"] and "3 frames · stopped at the length limit" in info
+    assert "3 frames" not in describe_result(run, "tiny")  # take A's report said otherwise

@@ -50,8 +50,7 @@ class TakeEvents:
         return [last, shown_conversation(last), self.kept_summary(last), *self.offer_turns(last)]
 
     def kept_summary(self, last: dict):
-        """The report after a Keep: a blind result's, withheld until now, says the kept takes (or still waits
-        for the other blind turns); any other result's report stays as it was shown."""
+        """The report after a Keep, of the kept takes (a blind result's still waits while other blind turns do)."""
         report = last.get("report")
         return gr.update() if report is None else result_summary(report, last, self.studio.description)
 

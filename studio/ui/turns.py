@@ -81,10 +81,9 @@ def shown_conversation(state: dict) -> str | None:
 
 
 def with_report(state: dict, result: Result) -> dict:
-    """The state of a shown result. One whose report is withheld (blind turns wait) keeps it, to describe the
-    kept takes once chosen; any other's report is shown at once, and stays as it is shown."""
-    rest = {key: value for key, value in state.items() if key != "report"}
-    return {**rest, "report": result} if waiting_turns(state) else rest
+    """The state of a shown result, which keeps its report: a Keep writes it again, of the kept takes (a
+    blind result's is withheld until then)."""
+    return {**state, "report": result}
 
 
 def with_kept_takes(result: Result, state: dict) -> Result:
