@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from bench.bench import ensure_checkpoint, our_frames, prompt_parts
-from csm.quantize import QUANTIZE_CHOICES
+from csm.quantize import QUANTIZE_CHOICES, refuse_quantize_here
 
 FRAMES = 50
 
@@ -135,6 +135,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here (else print them)")
     args = parser.parse_args(argv)
+    refuse_quantize_here(parser, None if args.quantize == "none" else args.quantize, args.device)
     from csm import loading
 
     with tempfile.TemporaryDirectory(prefix="csm-accuracy-") as scratch:

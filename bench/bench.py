@@ -58,7 +58,7 @@ import torch
 
 from csm.generator import FIRST_CHUNK_FRAMES
 from csm.inputs import MAX_TAKES
-from csm.quantize import QUANTIZE_CHOICES
+from csm.quantize import QUANTIZE_CHOICES, refuse_quantize_here
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_SECONDS = 0.08  # Mimi: 12.5 frames per second
@@ -930,6 +930,7 @@ def parse_args(argv=None):
     parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--build-checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    refuse_quantize_here(parser, args.quantize, args.device)  # not after two models have loaded
     args.dtype = args.dtype or str(default_dtype(torch.device(args.device))).removeprefix("torch.")
     if args.frames < 2:
         parser.error("--frames must be at least 2 (frames/s is measured after the first)")

@@ -1,7 +1,7 @@
 """Where one decode frame of our CSM spends its time: backbone, depth decoder, the rest.
 
     python -m bench.profile_frame [--checkpoint-dir DIR] [--small] [--dtype float32] [--frames 8] [--ops]
-                                  [--quantize int8] [--takes N]
+                                  [--quantize int8|int8-dynamic] [--takes N]
 
 Runs the real `Model.generate_frame` (prefill of bench.bench's 312-frame prompt, then one frame
 per step) with timing hooks on the backbone and decoder stacks and on each block's attention and
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.bench import FRAME_SECONDS, TEMPERATURE, TOPK, ensure_checkpoint, our_frames, prompt_parts, weight_bytes
-from csm.quantize import QUANTIZE_CHOICES, DynamicInt8Linear, Int8Linear
+from csm.quantize import QUANTIZE_CHOICES, DynamicInt8Linear, Int8Linear, refuse_quantize_here
 
 
 class StageTimer:
@@ -135,7 +135,8 @@ def profile(model, frames: int, ops: bool, takes: int = 1) -> None:
         "decoder MLP": weight_bytes(model.decoder.layers[0].mlp) * len(model.decoder.layers) * decoder_steps,
     }
     rest = total - part["backbone"] - part["decoder"]
-    int8 = " with int8 weights" if any(isinstance(m, (Int8Linear, DynamicInt8Linear)) for m in model.modules()) else ""
+    kinds = {type(m) for m in model.modules()}
+    int8 = " int8-dynamic" if DynamicInt8Linear in kinds else " with int8 weights" if Int8Linear in kinds else ""
     print(f"\n{model.dtype}{int8}, {torch.get_num_threads()} threads, prompt {prompt_len} frames, {takes} take(s)")
     print(f"prefill + first frame: {plain_prefill:.3f} s")
     print(
@@ -173,9 +174,14 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", action="store_true", help="also print a torch.profiler table of one frame")
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8 weights (csm.quantize)")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE_CHOICES,
+        help="int8 weights, or int8-dynamic: int8 activations too after norms (csm.quantize)",
+    )
     parser.add_argument("--takes", type=int, default=1, help="takes decoded at once (rows of one batch)")
     args = parser.parse_args(argv)
+    refuse_quantize_here(parser, args.quantize, args.device)
     with tempfile.TemporaryDirectory(prefix="csm-profile-") as scratch:
         args.checkpoint_dir = args.checkpoint_dir or Path(scratch) / "checkpoint"
         ensure_checkpoint(args.checkpoint_dir, args.small, args.seed)

@@ -356,7 +356,9 @@ def _build_generator(repo_id, revision, token, device, dtype, quantize) -> Gener
     else:
         codec = load_codec("kyutai/mimi", model.num_codebooks, device=device, token=token)
     # Shown wherever the model is named (the app's reports).
-    weights = {"int8": ", int8 weights", "int8-dynamic": ", int8 weights and activations"}.get(quantize, "")
+    weights = {"int8": ", int8 weights", "int8-dynamic": ", int8 weights and int8 activations after norms"}.get(
+        quantize, ""
+    )
     return Generator(model, tokenizer, codec, description=_describe(checkpoint) + weights)
 
 

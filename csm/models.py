@@ -304,7 +304,7 @@ class Model(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, revision=None, device=None, dtype=None, token=None,
                         quantize: str | None = None) -> "Model":  # fmt: skip
-        """Load a checkpoint (Hub repo id or local folder) in either layout; `quantize="int8"`: see csm.quantize."""
+        """Load a checkpoint (Hub repo id or local folder) in either layout; `quantize`: see csm.quantize."""
         from csm import loading
 
         checkpoint = loading.resolve_checkpoint(name_or_path, revision=revision, token=token)

@@ -29,6 +29,7 @@ from csm.packing import CodebookHeads, cpu_computes_bf16, swap_audio_head
 QUANTIZE_CHOICES = ("int8", "int8-dynamic")
 # What each choice covers, for anyone comparing outputs across versions (a bundle's manifest says it).
 # "int8": 1, before 2026-11-26: the Linears and the audio heads; 2: the embedding tables as well.
+# "int8-dynamic": 1, int8's scheme 2 with int8 activations, per row on a symmetric grid, in DYNAMIC_SLOTS.
 INT8_SCHEME = 2
 QUANTIZE_SCHEMES = {"int8": INT8_SCHEME, "int8-dynamic": 1}
 KERNEL_MAX_ROWS = 16  # above this many rows, converting the weight and one GEMM beat _weight_int8pack_mm (CPU)
@@ -44,11 +45,20 @@ def check_quantize(quantize: str | None, device: torch.device | None = None) -> 
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be None or one of {list(QUANTIZE_CHOICES)}, got {quantize!r}")
     if quantize == "int8-dynamic" and device is not None and not (device.type == "cpu" and has_dynamic_int8_kernel()):
+        where = "this CPU lacks AVX-512 VNNI or torch's fbgemm" if device.type == "cpu" else f"not on {device.type}"
         raise ValueError(
-            f"quantize='int8-dynamic' needs a CPU with VNNI and torch's fbgemm (here: {device}, "
-            f"quantized engine {torch.backends.quantized.engine!r}); use quantize='int8' instead"
+            f"quantize='int8-dynamic' runs only on a CPU with AVX-512 VNNI and torch's fbgemm ({where}; quantized "
+            f"engine {torch.backends.quantized.engine!r}): use quantize='int8', or the CPU if it has them"
         )
     return quantize
+
+
+def refuse_quantize_here(parser, quantize: str | None, device: str) -> None:
+    """A command's check: a `quantize` its `--device` cannot run is an argparse usage error, not a traceback."""
+    try:
+        check_quantize(quantize, torch.device(device))
+    except (ValueError, RuntimeError) as e:
+        parser.error(f"--quantize {quantize}: {e}")
 
 
 def quantize_scheme(quantize: str | None) -> int | None:
@@ -164,15 +174,16 @@ class Int8Linear(nn.Module):
 
 @functools.cache
 def has_dynamic_int8_kernel() -> bool:
-    """Whether this CPU runs `DynamicInt8Linear` exactly: fbgemm (torch's "x86" or "fbgemm" engine) with
-    VNNI-style int32 sums. Checked on the worst case, where 16-bit pair sums (CPUs before VNNI) saturate."""
+    """Whether this CPU runs `DynamicInt8Linear` right: fbgemm (torch's "x86" or "fbgemm" engine) with
+    VNNI-style int32 sums. Checked on the worst case, where 16-bit pair sums (CPUs before VNNI) saturate.
+    False too where torch no longer has the quantized ops (it has marked quantized tensors deprecated)."""
     if torch.backends.quantized.engine not in ("x86", "fbgemm"):
         return False
     try:
         weight = torch.full((8, 4 * KERNEL_ROW_MULTIPLE), 0.5)
         got = DynamicInt8Linear(weight)(torch.ones(1, weight.shape[1]))
         return torch.allclose(got, torch.full_like(got, 0.5 * weight.shape[1]), rtol=1e-2)
-    except (RuntimeError, NotImplementedError):  # a build without fbgemm
+    except (RuntimeError, NotImplementedError, AttributeError):  # a build without fbgemm, a torch without the ops
         return False
 
 
@@ -180,15 +191,15 @@ class DynamicInt8Linear(nn.Module):
     """A bias-free Linear with int8 weights (one scale per output channel) whose activations are quantized
     too, to 8 bits per row at run time, so that the product is int8 x int8 in fbgemm (CPU only).
 
-    On a CPU with VNNI this reads the weight near memory speed, about 1.7x faster than
+    On a CPU with AVX-512 VNNI this reads the weight near memory speed, about 1.7x faster than
     `_weight_int8pack_mm` for the decoder's gate_up (bench/RESULTS.md), at the cost of a second rounding:
-    each row's activations to 255 levels between its own -max and +max.
+    each row's activations to the grid max|row| * k / 127, k = -127..127.
 
     fbgemm quantizes a whole input with one range (its min and max), which would tie the rows (the takes
-    of a batch) together. Here each row is divided by its largest magnitude and a row [1, -1, 0...] is
-    appended, so the range is [-1, 1] whatever the rows: every row is quantized alone, as if by itself,
-    and a take's result does not depend on the others. The packed weight is not a buffer: a model
-    quantized this way has no state_dict to save (quantize from the float checkpoint at load).
+    of a batch) together. Here each row is divided by its largest magnitude and a row [1, -128/127, 0...]
+    is appended, so the range is the same whatever the rows, and its steps are exactly 1/127: every row
+    is quantized alone, and a take's result does not depend on the others. The packed weight is fbgemm's,
+    not a tensor: it stays on the CPU, and `state_dict()` refuses (quantize the float checkpoint at load).
     """
 
     def __init__(self, weight: Tensor):
@@ -203,15 +214,23 @@ class DynamicInt8Linear(nn.Module):
             quantized = torch._make_per_channel_quantized_tensor(ints, scales.double(), channels, 0)
         self.packed = torch.ops.quantized.linear_prepack(quantized, None)
         self.nbytes = ints.nbytes + scales.nbytes
-        range_row = torch.zeros(1, self.in_features, dtype=weight.dtype)
-        range_row[0, :2] = torch.tensor([1.0, -1.0])[: self.in_features]
+        # fbgemm's range [-128/127, 1] over 255 steps: a step of 1/127 with zero at 128, so +-1 are exact.
+        range_row = torch.zeros(1, self.in_features)
+        range_row[0, :2] = torch.tensor([1.0, -128 / 127])[: self.in_features]
         self.register_buffer("range_row", range_row, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        units = torch.cat([x.reshape(-1, self.in_features), self.range_row]).float()  # [M + 1, in]
-        largest = torch.linalg.vector_norm(units, ord=float("inf"), dim=1, keepdim=True).clamp_min_(SMALLEST_NORMAL)
-        y = torch.ops.quantized.linear_dynamic(units.div_(largest), self.packed, False).mul_(largest)
-        return y[:-1].to(x.dtype).view(*x.shape[:-1], self.out_features)
+        rows = x.reshape(-1, self.in_features).float()
+        largest = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True).clamp_min_(SMALLEST_NORMAL)
+        units = torch.cat([rows / largest, self.range_row])  # [M + 1, in]: each row's largest is +-1
+        y = torch.ops.quantized.linear_dynamic(units, self.packed, False)[:-1] * largest
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        raise RuntimeError(
+            "a model quantized with int8-dynamic has no state_dict (its packed weights are fbgemm's): save the "
+            "float model, and load it with quantize='int8-dynamic'"
+        )
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights and activations"
@@ -254,10 +273,11 @@ class Int8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 weights"
 
 
-# "int8-dynamic" quantizes the activations of the products whose input comes straight from an RMSNorm (its
-# rows have no outlier of their own scale), and where fbgemm pays: the wide products with short rows.
-# down_proj reads the MLP's product of two activations (long-tailed) and runs as fast weight-only, so
-# it, o_proj and the projection (embeddings next to a hidden state) stay weight-only.
+# "int8-dynamic" quantizes the activations where fbgemm pays, the wide products with short rows, whose
+# inputs come straight from an RMSNorm. On trained Llama-style weights those inputs can have outlier
+# channels, which per-row rounding suffers from: measured on random weights only (bench/RESULTS.md).
+# down_proj (the product of two activations, long-tailed), o_proj and the projection run as fast
+# weight-only, so they stay weight-only: quantizing them too cost 3 dB more on random weights.
 DYNAMIC_SLOTS = ("qkv_proj", "gate_up_proj", "codebook0_head")
 
 
