@@ -469,6 +469,18 @@ def test_an_uploaded_clip_is_cleaned_up_and_transcribed_by_itself(page):
     page.screenshot(path=str(ARTIFACTS / "browser-transcribed.png"), full_page=True)
 
 
+def copied_link(page, seconds: float = 30) -> str:
+    """The deep link once the clipboard holds it. Polled here: wait_for_function takes the promise that
+    readText() returns as a truthy value and returns at once, with whatever the clipboard held then."""
+    deadline = time.monotonic() + seconds
+    while True:
+        text = page.evaluate("() => navigator.clipboard.readText()")  # evaluate awaits the promise
+        if "deep_link=" in text or time.monotonic() > deadline:
+            assert "deep_link=" in text, f"the clipboard holds {text!r}, not a link"
+            return text
+        page.wait_for_timeout(200)
+
+
 def test_a_session_is_bundled_shared_by_link_opened_and_reproduced(browser, tiny_app):
     context = browser.new_context(viewport={"width": 1400, "height": 1000},
                                   permissions=["clipboard-read", "clipboard-write"])  # fmt: skip
@@ -491,9 +503,7 @@ def test_a_session_is_bundled_shared_by_link_opened_and_reproduced(browser, tiny
     bundle = page.locator("#session-bundle a").first.get_attribute("href")
 
     page.get_by_role("button", name="🔗 Copy a link to it").click()
-    # The link as the wait read it: a second read of the clipboard once came back empty.
-    copied = page.wait_for_function("() => navigator.clipboard.readText().then(t => t.includes('deep_link=') && t)")
-    link = copied.json_value()
+    link = copied_link(page)
     shared = context.new_page()  # the link, opened as a colleague would: the page comes back as it was
     shared.goto(link)
     shared.locator("#result-turn-2").first.wait_for(timeout=60_000)
