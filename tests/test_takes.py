@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from csm.generator import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, MAX_TAKES, Segment, load_csm_1b
+from csm.quantize import has_dynamic_int8_kernel
 from csm.tiny import tiny_checkpoint_dir
 
+needs_dynamic_int8 = pytest.mark.skipif(not has_dynamic_int8_kernel(), reason="int8-dynamic needs AVX-512 VNNI")
 SPF = 1920  # samples per 80 ms frame at 24 kHz
 TURN = dict(text="Which take is best?", speaker=1, max_audio_length_ms=2400)  # at most 30 frames
 
@@ -87,8 +89,11 @@ def test_take_zero_streams_in_chunks_and_every_take_has_its_whole_audio(generato
         assert (take.audio - generator.codec.decode(take.codes)).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("quantize", [None, pytest.param("int8-dynamic", marks=needs_dynamic_int8)])
 @pytest.mark.parametrize("row", [0, 2])
-def test_a_take_that_ends_early_stops_at_its_zero_frame_and_the_others_go_on(generator, monkeypatch, row):
+def test_a_take_that_ends_early_stops_at_its_zero_frame_and_the_others_go_on(monkeypatch, row, quantize):
+    """Rows are independent, with int8-dynamic too (whose activations are quantized per row, csm.quantize)."""
+    generator = load_csm_1b(device="cpu", repo_id=str(tiny_checkpoint_dir()), quantize=quantize)
     kwargs = dict(context=context(1), seed=4, takes=3)
     _, reference = run(generator, **kwargs)
     monkeypatch.setattr(generator, "frame_step", EndTakesAt(generator.frame_step, {row: 5}))
