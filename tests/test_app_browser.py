@@ -393,6 +393,8 @@ def test_takes_side_by_side_keep_one_and_rate_it(page):
 
 
 def test_blind_takes_hide_which_is_which_until_one_is_kept(page):
+    playlists = []  # a streamed run's live player; a blind run streams nothing and must not ask for any
+    page.on("request", lambda request: playlists.append(request.url) if "m3u8" in request.url else None)
     page.locator("#line-text textarea").fill("Which of us is it?")
     page.locator("#takes input[type=number]").fill("4")
     page.locator("#takes input[type=number]").press("Enter")
@@ -416,6 +418,8 @@ def test_blind_takes_hide_which_is_which_until_one_is_kept(page):
     assert all(" s · " in label for label in revealed)
     page.locator("#result-audio audio").first.wait_for(state="attached")  # the conversation, of the kept take
     page.locator("#keep-result").wait_for(state="visible")
+    assert page.get_by_text("Error", exact=True).count() == 0  # the turn picker, offered again, took its value
+    assert playlists == []  # an empty stream was once asked for its playlist 100 times a second
     page.locator("#result-info").get_by_text("s of audio").first.wait_for()
     kept_seconds = revealed[1].split(" s · ")[0].split()[-1]  # "C · 0.6 s · length limit · ✓ kept"
     seconds = page.locator("#result-info").inner_text().split(" s of audio")[0].split()[-1]

@@ -135,6 +135,7 @@ def test_a_blind_result_offers_no_add_or_use_as_voice_until_its_takes_are_kept(t
     state = results_state(run, blind=True)
     add, use_row, use_turn = Page.offer_turns(None, state)
     assert not add["visible"] and not use_row["visible"] and not use_turn["visible"]
+    assert use_turn["choices"] == [] and use_turn["value"] is None  # 0 would not be among no choices: an error
     add, use_row, use_turn = Page.offer_turns(None, keep_take(keep_take(state, 0, 1), 1, 0))
     assert add["visible"] and use_row["visible"] and use_turn["visible"] and len(use_turn["choices"]) == 2
 

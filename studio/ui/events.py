@@ -281,8 +281,11 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         try:
             job = make_job()
             job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
-            yield {r.status: status(job), r.live: None}
-            yield from self.stream(job, flag, lambda result: self.show(result, *states(job, result)), live(job))
+            streams = live(job)
+            # A run that streams nothing must not touch the live player: a None there opens a stream that gets
+            # no audio, whose empty playlist the browser then asks for again and again (over 100 times a second).
+            yield {r.status: status(job), **({r.live: None} if streams else {})}
+            yield from self.stream(job, flag, lambda result: self.show(result, *states(job, result)), streams)
         except Exception as e:
             message = user_message(e)
             gr.Warning(message)
@@ -350,7 +353,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         spoken = [] if waiting_turns(state) else spoken_turns(state)
         choices = [(f"Turn {i + 1} · speaker {t['speaker']}", i) for i, t in enumerate(spoken)]
         return [shown_button(ADD_TO_CONVERSATION, bool(spoken)), gr.update(visible=bool(spoken)),
-                gr.update(choices=choices, value=0, visible=len(spoken) > 1)]  # fmt: skip
+                gr.update(choices=choices, value=0 if spoken else None, visible=len(spoken) > 1)]  # fmt: skip
 
     def speaker_of_first(self, state: dict):
         spoken = spoken_turns(state)

@@ -49,8 +49,8 @@ class LibraryEvents:
         r = self.result
         r.use_voice.click(self.result_voice, [self.last_result, r.use_turn, r.use_speaker, self.shown],
                           self.card_clips, **PRIVATE)  # fmt: skip
-        pick_turn = lambda last, i: (
-            gr.update(value=spoken_turns(last)[i]["speaker"]) if spoken_turns(last) else gr.update()
+        pick_turn = lambda last, i: (  # none offered (blind turns wait): None
+            gr.update(value=spoken_turns(last)[i]["speaker"]) if spoken_turns(last) and i is not None else gr.update()
         )  # noqa: E731
         r.use_turn.change(pick_turn, [self.last_result, r.use_turn], r.use_speaker, **UI_ONLY)
 
