@@ -145,6 +145,7 @@ class SessionTake:
     path: str | None
     kept: bool
     rating: dict | None  # {"verdict": "good" | "bad", "note": str}
+    ended_by_model: bool | None = None  # as its own report says (None: it says nothing)
 
 
 @dataclass
@@ -213,7 +214,8 @@ def open_session(path) -> Session:
 
 def session_turn(index: int, turn: dict, files: dict[str, str]) -> SessionTurn:
     takes = [
-        SessionTake(t["seed"], files.get(t.get("file")), t["kept"], rating_of(t.get("rating"))) for t in turn["takes"]
+        SessionTake(t["seed"], files.get(t.get("file")), t["kept"], rating_of(t.get("rating")), ended_of(t))
+        for t in turn["takes"]
     ]
     chosen = next((t for t in takes if t.kept and t.path), None) or next((t for t in takes if t.path), None)
     raw = next((t for t in turn["takes"] if files.get(t.get("file")) == (chosen and chosen.path)), {})
@@ -221,6 +223,12 @@ def session_turn(index: int, turn: dict, files: dict[str, str]) -> SessionTurn:
     return SessionTurn(index, turn["speaker"], turn["text"], turn["seed"], text_or_none(turn.get("voice")),
                        chosen and chosen.path, rating_of(turn.get("rating")), takes, report,
                        report.get("stopped") is True)  # fmt: skip
+
+
+def ended_of(take: dict) -> bool | None:
+    """Whether a take's own report says the model ended it (each take of a turn ends on its own)."""
+    ended = plain(take.get("report")).get("ended_by_model")
+    return ended if isinstance(ended, bool) else None
 
 
 def text_or_none(value) -> str | None:

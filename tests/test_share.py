@@ -35,3 +35,26 @@ def test_a_link_names_a_bundle_of_the_apps_own_and_nothing_else(tmp_path):
 @pytest.mark.parametrize("token", ["run-1/x.zip", "run-20261126-101500-abcdef12/csm-studio-session-1.zip\n"])
 def test_malformed_tokens_are_refused(token):
     assert bundle_of_token(token) is None
+
+
+def test_an_opened_bundles_takes_each_say_how_they_ended(tmp_path):
+    """Each take ends on its own: one kept take that the model ended must not make the others 'ended by the model'."""
+    import numpy as np
+    import soundfile as sf
+
+    from studio.sessions import session_turn
+    from studio.ui.share import turn_state_of
+
+    paths = [tmp_path / f"take-{i}.wav" for i in range(3)]
+    for i, path in enumerate(paths):
+        sf.write(path, np.zeros(1920 * (i + 1), np.float32), 24_000, subtype="PCM_16")
+    manifest_turn = {"speaker": 0, "text": "Hi.", "seed": 5, "takes": [
+        {"seed": 5, "file": "a.wav", "kept": False, "report": {"ended_by_model": False}},
+        {"seed": 5, "file": "b.wav", "kept": True, "report": {"ended_by_model": True}},
+        {"seed": 5, "file": "c.wav", "kept": False},  # a take from before takes had reports: the turn's
+    ]}  # fmt: skip
+    turn = session_turn(0, manifest_turn, {"a.wav": str(paths[0]), "b.wav": str(paths[1]), "c.wav": str(paths[2])})
+    assert [t.ended_by_model for t in turn.takes] == [False, True, None] and turn.report["ended_by_model"] is True
+    state = turn_state_of(turn)
+    assert [t["ended_by_model"] for t in state["takes"]] == [False, True, True] and state["kept"] == 1
+    assert [t["frames"] for t in state["takes"]] == [1, 2, 3]

@@ -85,7 +85,7 @@ def turn_state_of(turn: SessionTurn) -> dict:
         if info.samplerate != SAMPLE_RATE or info.channels != 1:
             raise InputError(f"Turn {turn.index + 1}'s take {i + 1} in this session is not a 24 kHz mono WAV.")
         seconds = info.frames / info.samplerate
-        ended = turn.report.get("ended_by_model", True)
+        ended = take.ended_by_model if take.ended_by_model is not None else turn.report.get("ended_by_model", True)
         takes.append({"label": TAKE_LABELS[i], "path": take.path, "seconds": round(seconds, 3), "seed": take.seed,
                       "frames": round(seconds * 1000 / FRAME_MS), "ended_by_model": ended, "rating": take.rating})  # fmt: skip
         kept = i if take.kept else kept
