@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
+import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -64,3 +68,20 @@ def wav_bytes(audio: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, np.clip(audio, -1, 1), SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return buffer.getvalue()
+
+
+_NAMING_KEY = secrets.token_bytes(16)  # per process: a neutral name cannot be worked out from the file it links
+
+
+def neutral_link(path: str | Path) -> Path:
+    """The same audio under a name that says nothing of it (a blind take's "take-B" would say which it is): a
+    hard link beside it (a copy where links fail), made once; stable for this process, unguessable."""
+    source = Path(path)
+    name = hmac.new(_NAMING_KEY, str(source.resolve()).encode(), hashlib.sha256).hexdigest()[:20]
+    target = source.with_name(f"take-{name}{source.suffix}")
+    if not target.exists():
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    return target

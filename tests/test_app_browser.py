@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -406,6 +407,9 @@ def test_blind_takes_hide_which_is_which_until_one_is_kept(page):
     labels = [page.locator(".result-take").nth(i).inner_text() for i in range(4)]
     assert [label.split()[:2] for label in labels] == [["Take", str(i + 1)] for i in range(4)]
     assert not any("ended by" in label or "length limit" in label for label in labels)  # nothing to tell them apart
+    sources = page.evaluate("() => Array.from(document.querySelectorAll('.result-take audio')).map(a => a.src)")
+    names = [src.rsplit("/", 1)[-1] for src in sources]  # a download keeps this name: "take-B" would say which
+    assert len(set(names)) == 4 and not any("seed" in n or re.search(r"take-[A-D]\b", n) for n in names), names
     # Nor the Result player or the report: the stitched conversation and its figures are take A's.
     assert page.locator("#result-audio audio").count() == 0
     info = page.locator("#result-info").inner_text()

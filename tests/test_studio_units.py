@@ -280,3 +280,15 @@ def test_a_local_checkpoint_that_fails_is_named_without_its_server_path(tmp_path
     studio = Studio(str(folder), device="cpu").load()
     assert studio.load_error and "my-checkpoint" in studio.load_error
     assert str(tmp_path) not in studio.load_error and str(tmp_path) not in studio.banner()[0]
+
+
+def test_a_neutral_link_holds_the_same_audio_under_a_name_that_says_nothing_of_it(tmp_path):
+    from studio.outputs import neutral_link
+
+    takes = [tmp_path / f"turn-01-take-{label}.wav" for label in "AB"]
+    for i, take in enumerate(takes):
+        take.write_bytes(bytes([i]) * 100)
+    links = [neutral_link(take) for take in takes]
+    assert [link.read_bytes() for link in links] == [take.read_bytes() for take in takes]
+    assert all(link.parent == tmp_path and "take-A" not in link.name and "take-B" not in link.name for link in links)
+    assert links[0] != links[1] and neutral_link(takes[0]) == links[0]  # one per file, made once

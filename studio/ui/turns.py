@@ -18,7 +18,7 @@ import soundfile as sf
 from csm.audio import save_wav
 from studio.inputs import SAMPLE_RATE
 from studio.jobs import TAKE_LABELS, TurnReport, with_speed
-from studio.outputs import new_output_dir, stitch
+from studio.outputs import neutral_link, new_output_dir, stitch
 from studio.report import Result
 from studio.ui.conversation import new_turn
 from studio.ui.style import COMPACT_PLAYER
@@ -195,7 +195,8 @@ def show_take(turn: dict, k: int, t: int, place: int, events, single: bool) -> N
         if not single:
             caption = "" if turn["blind"] else f" · {take_caption(take)}"
             gr.Markdown(f"**{label}**{caption}{' · ✓ kept' if chosen else ''}", padding=False)
-            gr.Audio(take["path"], show_label=False, interactive=False, buttons=["download"], container=False,
+            path = neutral_link(take["path"]) if turn["blind"] else take["path"]  # its name would say which take
+            gr.Audio(path, show_label=False, interactive=False, buttons=["download"], container=False,
                      waveform_options=COMPACT_PLAYER)  # fmt: skip
         if len(turn["takes"]) > 1 and not chosen:
             events.keep_button(k, t)
