@@ -71,6 +71,17 @@ def watermark_message(value) -> int:
     return message
 
 
+def refuse_bad_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """argparse checks the choices of what is typed, not of a default: one from the environment (a Space's
+    settings) that is not a choice is a usage error here, not a KeyError at load."""
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.choices and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            parser.error(f"argument {action.option_strings[0]}: invalid choice {value!r} from its environment "
+                         f"variable (choose from {choices})")  # fmt: skip
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """The options; a device this machine does not have is refused here, naming the ones it has, as is a
     quantization the device cannot run."""
@@ -79,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     parser = option_parser()
     args = parser.parse_args(argv)
+    refuse_bad_defaults(parser, args)
     if args.device is not None:
         try:
             args.device = str(resolve_device(args.device))

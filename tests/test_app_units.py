@@ -213,6 +213,17 @@ def test_command_line_defaults_come_from_the_environment(monkeypatch):
         cli.parse_args(["--dtype", "float64"])
 
 
+@pytest.mark.parametrize("variable, value, option", [("CSM_STUDIO_DTYPE", "fp16", "--dtype"),
+                                                     ("CSM_STUDIO_QUANTIZE", "int9", "--quantize")])  # fmt: skip
+def test_a_bad_choice_from_the_environment_is_a_usage_error(monkeypatch, capsys, variable, value, option):
+    """argparse leaves defaults unchecked: CSM_STUDIO_DTYPE=fp16 was a KeyError traceback at load."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as refused:
+        cli.parse_args(["--model", "tiny"])
+    message = capsys.readouterr().err
+    assert refused.value.code == 2 and f"argument {option}: invalid choice {value!r} from its environment" in message
+
+
 def test_the_chosen_precision_reaches_the_loaded_model():
     from csm.loading import default_dtype
 
