@@ -207,9 +207,8 @@ class DynamicInt8Linear(nn.Module):
         self.out_features, self.in_features = weight.shape
         ints, scales = quantize_per_channel(weight, torch.float32)
         channels = torch.zeros(self.out_features, dtype=torch.long)
-        with (
-            warnings.catch_warnings()
-        ):  # torch's notice that quantized tensors are deprecated: not the user's to act on
+        # Without torch's notice that quantized tensors are deprecated: not the user's to act on.
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated")
             quantized = torch._make_per_channel_quantized_tensor(ints, scales.double(), channels, 0)
         self.packed = torch.ops.quantized.linear_prepack(quantized, None)

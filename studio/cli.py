@@ -86,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The options; a device this machine does not have is refused here, naming the ones it has, as is a
     quantization the device cannot run."""
     from csm.loading import resolve_device
-    from csm.quantize import check_quantize
+    from csm.quantize import refuse_quantize_here
 
     parser = option_parser()
     args = parser.parse_args(argv)
@@ -97,10 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         except ValueError as e:
             parser.error(f"--device {args.device}: {e}")
     if args.quantize != "none":
-        try:
-            check_quantize(args.quantize, resolve_device(args.device))
-        except ValueError as e:
-            parser.error(f"--quantize {args.quantize}: {e}")
+        refuse_quantize_here(parser, args.quantize, str(resolve_device(args.device)))
     return args
 
 
