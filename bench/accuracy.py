@@ -135,7 +135,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here (else print them)")
     args = parser.parse_args(argv)
-    refuse_quantize_here(parser, None if args.quantize == "none" else args.quantize, args.device)
+    quantize = None if args.quantize == "none" else args.quantize
+    refuse_quantize_here(parser, quantize, args.device)
     from csm import loading
 
     with tempfile.TemporaryDirectory(prefix="csm-accuracy-") as scratch:
@@ -144,7 +145,6 @@ def main(argv=None) -> None:
         checkpoint = loading.resolve_checkpoint(str(folder))
         args.reference_dtype = args.reference_dtype or args.dtype
         reference = loading.load_model(checkpoint, device=args.device, dtype=getattr(torch, args.reference_dtype))
-        quantize = None if args.quantize == "none" else args.quantize
         quantized = loading.load_model(checkpoint, device=args.device, dtype=getattr(torch, args.dtype),
                                        quantize=quantize)  # fmt: skip
     n = reference.num_codebooks

@@ -264,27 +264,27 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         yield from self.run_on_page(
             request,
             lambda: self.job(data, request.session_hash),
-            lambda job: f"*Generating {plural(len(job.lines), 'turn')}…*" + blind_note(job, blind),
+            lambda job: f"*Generating {plural(len(job.lines), 'turn')}…*",
             lambda job, result: (
                 # A redo of its turns streams in the same chunks (each chunk is watermarked on its own).
                 {**results_state(result, blind, data[self.turns_state]), "first_chunk_frames": job.first_chunk_frames},
                 session_draft(self.studio, job, result),
             ),  # fmt: skip
-            live=lambda job: not hides_takes(job, blind),
+            blind,
         )
 
-    def run_on_page(self, request: gr.Request, make_job, status, states, live=lambda job: True):
+    def run_on_page(self, request: gr.Request, make_job, status, states, blind: bool = False):
         """A job made by `make_job()` run for this page: `status(job)` while it runs, then the result shown
-        with `states(job, result)` (the page's result state, and a new session draft if any). `live(job)`:
-        whether its first take streams into the live player as it comes."""
+        with `states(job, result)` (the page's result state, and a new session draft if any). Its first take
+        streams into the live player as it comes, unless its takes are `blind` (`hides_takes`)."""
         r, flag = self.result, self.stops.flag(request.session_hash)
         try:
             job = make_job()
             job.requested_at = self.clicked.pop(request.session_hash, job.requested_at)
-            streams = live(job)
+            streams = not hides_takes(job, blind)
             # A run that streams nothing must not touch the live player: a None there opens a stream that gets
             # no audio, whose empty playlist the browser then asks for again and again (over 100 times a second).
-            yield {r.status: status(job), **({r.live: None} if streams else {})}
+            yield {r.status: status(job) + blind_note(job, blind), **({r.live: None} if streams else {})}
             yield from self.stream(job, flag, lambda result: self.show(result, *states(job, result)), streams)
         except Exception as e:
             message = user_message(e)

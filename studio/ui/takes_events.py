@@ -17,7 +17,7 @@ from studio.jobs import ONE_AT_A_TIME, Job
 from studio.ratings import Rating
 from studio.ui.style import PRIVATE, UI_ONLY
 from studio.ui.result import result_summary
-from studio.ui.turns import blind_note, hides_takes, keep_take, kept, rate, replace_turns, shown_conversation, take_path
+from studio.ui.turns import keep_take, kept, rate, replace_turns, shown_conversation, take_path
 
 
 class TakeEvents:
@@ -140,9 +140,9 @@ class TakeEvents:
             yield from self.run_on_page(
                 request,
                 lambda: self.redo_job(data, k, same_seed, rest, request.session_hash),
-                lambda job: f"*Making {what} again…*" + blind_note(job, blind),
+                lambda job: f"*Making {what} again…*",
                 lambda job, result: (replace_turns(last, result, blind),),
-                live=lambda job: not hides_takes(job, blind),
+                blind,
             )
         finally:
             self.redoing.discard(request.session_hash)
