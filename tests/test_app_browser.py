@@ -214,6 +214,8 @@ def dropdown_options(page, elem_id: str) -> list[str]:
     options = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
     page.locator(f"#{elem_id} input").blur()  # the next click opens the list again
+    # Closed before the next read: a list still closing was once read along with the next picker's.
+    page.get_by_role("option").first.wait_for(state="detached")
     return [o.strip().splitlines()[-1] for o in options]  # without the ✓ of the chosen one
 
 
