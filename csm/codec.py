@@ -19,6 +19,8 @@ from transformers.models.mimi.modeling_mimi import MimiConv1d, MimiConvTranspose
 
 from csm.hub import CheckpointError
 from csm.limits import check_codec_config
+from csm.loading import release_freed_memory
+from csm.quantize import check_quantize, quantize_codec_int8
 
 DEFAULT_REPO = "kyutai/mimi"
 
@@ -60,10 +62,7 @@ class MimiCodec:
                 f"inconsistent Mimi config: {self.sample_rate} Hz at {self.frame_rate} frames/s, "
                 f"but the decoder makes {hop} samples per frame"
             )
-        # Codebooks cache their centroids on first use; drop any cached before a move or a load.
-        for module in model.modules():
-            if hasattr(module, "_embed"):
-                module._embed = None
+        _fold_centroids(model)
 
     @property
     def device(self) -> torch.device:
@@ -117,6 +116,22 @@ class MimiCodec:
             bad = int(codes[out_of_range][0])
             raise ValueError(f"code {bad} is out of range: Mimi codes are in [0, {self.codebook_size})")
         return codes
+
+
+@torch.no_grad()
+def _fold_centroids(model: MimiModel) -> None:
+    """Store each codebook's centroids (embed_sum / cluster_usage) once, where both encoding and decoding read them.
+
+    transformers computes them on first use and caches them beside embed_sum: Mimi's 32 codebooks
+    would hold 67 MB twice. The same division, done once, goes into embed_sum (usage set to 1, so
+    the ratio is unchanged) and the cache points at it: the same bits, and no second copy.
+    """
+    for codebook in model.modules():
+        if hasattr(codebook, "_embed") and hasattr(codebook, "embed_sum"):
+            codebook._embed = None  # anything cached before a move or a load is stale
+            codebook.embed_sum.copy_(codebook.embed)  # transformers' own rule computes them
+            codebook.cluster_usage.fill_(1.0)
+            codebook._embed = codebook.embed_sum.detach()  # the same memory (a plain tensor, not a second buffer)
 
 
 class MimiStreamDecoder:
@@ -222,6 +237,7 @@ def load_codec(
     token: str | None = None,
     codec_state_dict: dict[str, Tensor] | None = None,
     codec_config: dict | MimiConfig | None = None,
+    quantize: str | None = None,
 ) -> MimiCodec:
     """Build a MimiCodec on `device` (default CPU), in float32.
 
@@ -231,7 +247,10 @@ def load_codec(
     that do not fit the config a ValueError, both before the codec's memory is allocated. Otherwise
     `MimiModel.from_pretrained(name_or_path or "kyutai/mimi")`.
     `dtype` is there to refuse anything but float32 loudly: the codec is small, and bf16 is audible.
+    `quantize` ("int8" or "int8-dynamic", as the CSM model's): int8 weights for the Linears of Mimi's
+    transformers (csm.quantize.quantize_codec_int8), weight-only in both modes.
     """
+    quantize = check_quantize(quantize)
     device = torch.device(device if device is not None else "cpu")
     if dtype not in (None, torch.float32):
         raise ValueError(f"the codec runs in float32 (reduced precision is audible), got dtype={dtype}")
@@ -257,6 +276,9 @@ def load_codec(
                 f"comes from {source}: connect to the Hub once (it is then cached), or pass a local folder."
             ) from e
         model = model.to(device=device, dtype=dtype)
+    if quantize:
+        quantize_codec_int8(model)
+        release_freed_memory()  # the float weights it replaced
     return MimiCodec(model, num_codebooks)
 
 

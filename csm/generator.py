@@ -352,9 +352,9 @@ def _build_generator(repo_id, revision, token, device, dtype, quantize) -> Gener
     if carried is not None:
         codec_config, codec_state = carried
         codec = load_codec(None, model.num_codebooks, device=device, codec_config=codec_config,
-                           codec_state_dict=codec_state)  # fmt: skip
+                           codec_state_dict=codec_state, quantize=quantize)  # fmt: skip
     else:
-        codec = load_codec("kyutai/mimi", model.num_codebooks, device=device, token=token)
+        codec = load_codec("kyutai/mimi", model.num_codebooks, device=device, token=token, quantize=quantize)
     # Shown wherever the model is named (the app's reports).
     weights = {"int8": ", int8 weights", "int8-dynamic": ", int8 weights and int8 activations after norms"}.get(
         quantize, ""

@@ -28,14 +28,17 @@ from csm.packing import CodebookHeads, cpu_computes_bf16, swap_audio_head
 
 QUANTIZE_CHOICES = ("int8", "int8-dynamic")
 # What each choice covers, for anyone comparing outputs across versions (a bundle's manifest says it).
-# "int8": 1, before 2026-11-26: the Linears and the audio heads; 2: the embedding tables as well.
-# "int8-dynamic": 1, int8's scheme 2 with int8 activations, per row on a symmetric grid, in DYNAMIC_SLOTS.
-INT8_SCHEME = 2
-QUANTIZE_SCHEMES = {"int8": INT8_SCHEME, "int8-dynamic": 1}
+# "int8": 1, before 2026-11-26: the Linears and the audio heads; 2: the embedding tables as well; 3: and
+# the Linears of the Mimi codec's transformers (quantize_codec_int8).
+# "int8-dynamic": int8's scheme with int8 activations, per row on a symmetric grid, in DYNAMIC_SLOTS;
+# 1: int8's scheme 2; 2: int8's scheme 3.
+INT8_SCHEME = 3
+QUANTIZE_SCHEMES = {"int8": INT8_SCHEME, "int8-dynamic": 2}
 KERNEL_MAX_ROWS = 16  # above this many rows, converting the weight and one GEMM beat _weight_int8pack_mm (CPU)
 KERNEL_ROW_MULTIPLE = 16  # torch's CPU bf16 kernel reads 16 input features at a time (and crashes on others)
 CONVERT_BLOCK_ELEMENTS = 1 << 22  # CPU prefill: weights converted in blocks of this many (8 MB in bf16)
 QUANTIZE_BLOCK_ELEMENTS = 1 << 24  # rows quantized together: a 64 MB fp32 temporary at most
+DYNAMIC_BLOCK_ROWS = 64  # DynamicInt8Linear: rows per product in a prefill (fbgemm runs them near full speed)
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny  # the divisor of an all-zero row (which stays zero)
 
 
@@ -219,11 +222,24 @@ class DynamicInt8Linear(nn.Module):
         self.register_buffer("range_row", range_row, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, self.in_features).float()
-        largest = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True).clamp_min_(SMALLEST_NORMAL)
-        units = torch.cat([rows / largest, self.range_row])  # [M + 1, in]: each row's largest is +-1
-        y = torch.ops.quantized.linear_dynamic(units, self.packed, False)[:-1] * largest
-        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] <= DYNAMIC_BLOCK_ROWS:
+            return self.product(rows).view(*x.shape[:-1], self.out_features)
+        # A prefill's rows a block at a time, into the output: its float32 products whole would be
+        # 20 MB for a 312-frame prompt's gate_up. The same bits, as each row is quantized alone.
+        y = rows.new_empty(rows.shape[0], self.out_features)
+        for start in range(0, rows.shape[0], DYNAMIC_BLOCK_ROWS):
+            block = slice(start, start + DYNAMIC_BLOCK_ROWS)
+            y[block] = self.product(rows[block])
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def product(self, rows: Tensor) -> Tensor:
+        """[M, in] -> [M, out] in the rows' dtype."""
+        floats = rows.float()
+        largest = torch.linalg.vector_norm(floats, ord=float("inf"), dim=1, keepdim=True).clamp_min_(SMALLEST_NORMAL)
+        units = torch.cat([floats / largest, self.range_row])  # [M + 1, in]: each row's largest is +-1
+        products = torch.ops.quantized.linear_dynamic(units, self.packed, False)[:-1]
+        return products.mul_(largest).to(rows.dtype)  # in place: no second float32 copy
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         raise RuntimeError(
@@ -300,3 +316,21 @@ def quantize_int8(model: Model, dynamic: bool = False) -> int:
     for name in tables:
         setattr(model, name, Int8Embedding(getattr(model, name).weight))
     return len(slots) + len(tables) + swap_audio_head(model, DynamicInt8CodebookHeads if dynamic else Int8CodebookHeads)
+
+
+def quantize_codec_int8(codec_model: nn.Module) -> int:
+    """Swap the codec's bias-free Linears for Int8Linear (weight-only, in both int8 modes); returns how many.
+
+    In Mimi those are the products of its two 8-layer transformers: 201 of its 317 MB of float32
+    weights. Its convolutions and codebooks stay float32. Mimi adds each transformer layer's output
+    through a learned scale, so their rounding reaches the audio damped (bench/RESULTS.md).
+    """
+    slots = [
+        (module, name)
+        for module in codec_model.modules()
+        for name, child in module.named_children()
+        if isinstance(child, nn.Linear) and child.bias is None
+    ]
+    for module, name in slots:
+        setattr(module, name, Int8Linear(getattr(module, name).weight))
+    return len(slots)

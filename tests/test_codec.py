@@ -222,6 +222,63 @@ def test_load_codec_carried_by_a_csm_checkpoint(tmp_path, codes):
     assert expected.abs().max() > 0.1 and torch.equal(loaded.decode(codes), expected)
 
 
+# ---------------------------------------------------------------------------------------------
+# Memory: the codebooks' centroids held once, and int8 weights for the transformers (int8 modes)
+
+
+def test_centroids_are_held_once_and_give_transformers_own_codes_and_audio(codes):
+    """transformers caches each codebook's centroids beside embed_sum (Mimi: 67 MB twice); MimiCodec
+    folds them into embed_sum. The codes and the audio stay those of transformers' own model, bit for bit."""
+    reference = build_mimi(seed=6)
+    audio = 0.3 * torch.randn(6 * SPF, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected_codes = reference.encode(audio[None, None], num_quantizers=8).audio_codes[0]
+        expected_audio = reference.decode(codes[None]).audio_values[0, 0]
+    codec = MimiCodec(build_mimi(seed=6), 8)
+    assert torch.equal(codec.encode(audio), expected_codes)
+    assert torch.equal(codec.decode(codes), expected_audio)
+    codebooks = [m for m in codec.model.modules() if hasattr(m, "embed_sum")]
+    assert len(codebooks) == 8
+    assert all(c._embed is not None and c._embed.data_ptr() == c.embed_sum.data_ptr() for c in codebooks)
+
+
+def saved_mimi(tmp_path, seed: int) -> tuple[MimiModel, dict, dict]:
+    model = build_mimi(seed=seed)
+    model.save_pretrained(tmp_path)
+    return model, json.loads((tmp_path / "config.json").read_text()), load_file(str(tmp_path / "model.safetensors"))
+
+
+def snr_db(reference: torch.Tensor, other: torch.Tensor) -> float:
+    return 10 * math.log10(reference.pow(2).mean().item() / max((reference - other).pow(2).mean().item(), 1e-30))
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int8-dynamic"])
+def test_int8_codec_holds_its_transformers_in_int8_and_stays_close(tmp_path, codes, quantize):
+    """Both int8 modes quantize the Linears of Mimi's transformers, weight-only. Bound (this tiny Mimi, whose
+    layer scale 0.5 lets the transformers shape the audio): the audio within 25 dB SNR of float32's, and
+    streaming as close to its own one-shot decode."""
+    from csm.quantize import Int8Linear
+
+    model, config, state = saved_mimi(tmp_path, seed=7)
+    float_codec = load_codec(None, 8, codec_config=config, codec_state_dict=state)
+    codec = load_codec(None, 8, codec_config=config, codec_state_dict=state, quantize=quantize)
+    linears = [type(m) for m in codec.model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    assert linears == [Int8Linear] * 24  # 2 transformers x 2 layers x (q, k, v, o, fc1, fc2)
+    assert not any(isinstance(m, torch.nn.Linear) for m in codec.model.modules())
+    expected = float_codec.decode(codes)
+    one_shot = codec.decode(codes)
+    assert 25 < snr_db(expected, one_shot) < float("inf")  # int8 rounding, not the float model itself
+    assert snr_db(one_shot, stream(codec.stream_decoder(), codes, [1, 3, 2, 7, 5, 6])) > 25
+    audio = 0.3 * torch.randn(6 * SPF, generator=torch.Generator().manual_seed(7))
+    assert (codec.encode(audio) == float_codec.encode(audio)).float().mean() > 0.8
+
+
+def test_load_codec_refuses_an_unknown_quantize(tmp_path):
+    _, config, state = saved_mimi(tmp_path, seed=8)
+    with pytest.raises(ValueError, match=r"quantize must be None or one of \['int8', 'int8-dynamic'\], got 'int4'"):
+        load_codec(None, 8, codec_config=config, codec_state_dict=state, quantize="int4")
+
+
 @pytest.mark.parametrize(
     "edit, match",
     [

@@ -190,6 +190,8 @@ def test_generator_runs_int8_and_caches_it_apart(tiny):
     assert load_csm_1b(device="cpu", repo_id=repo, quantize="int8") is generator
     assert load_csm_1b(device="cpu", repo_id=repo) is not generator
     assert isinstance(generator.model.audio_head, Int8CodebookHeads)
+    codec_linears = [type(m) for m in generator.codec.model.modules() if isinstance(m, (nn.Linear, Int8Linear))]
+    assert codec_linears and set(codec_linears) == {Int8Linear}  # the codec's transformers too
     assert generator.description.endswith(", int8 weights")
     assert "int8" not in load_csm_1b(device="cpu", repo_id=repo).description
     audio = generator.generate("Quantized.", 0, [], max_audio_length_ms=800, seed=1)

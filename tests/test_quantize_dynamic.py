@@ -11,6 +11,7 @@ import torch
 from csm.generator import load_csm_1b
 from csm.loading import load_model, resolve_checkpoint
 from csm.quantize import (
+    DYNAMIC_BLOCK_ROWS,
     DYNAMIC_SLOTS,
     DynamicInt8CodebookHeads,
     DynamicInt8Linear,
@@ -76,6 +77,18 @@ def test_each_row_is_quantized_alone_whatever_the_others():
 
 
 @needs_kernel
+def test_a_prefill_in_blocks_of_rows_equals_every_row_alone():
+    """More rows than DYNAMIC_BLOCK_ROWS go through fbgemm a block at a time (less memory): the same bits."""
+    torch.manual_seed(2)
+    linear = DynamicInt8Linear(torch.randn(96, 128, dtype=torch.bfloat16))
+    x = torch.randn(1, 2 * DYNAMIC_BLOCK_ROWS + 5, 128, dtype=torch.bfloat16)
+    blocked = linear(x)
+    assert blocked.shape == (1, x.shape[1], 96)
+    alone = torch.cat([linear.product(row[None]) for row in x[0]])
+    assert torch.equal(blocked[0], alone)
+
+
+@needs_kernel
 def test_activations_are_rounded_to_a_symmetric_grid_of_each_rows_largest_over_127():
     """The row's largest value and its negation come back exact, and every other value on its grid."""
     linear = DynamicInt8Linear(torch.eye(8))  # each weight row's largest is 1: q = 127, scale 1/127, exact
@@ -109,7 +122,7 @@ def test_dynamic_quantize_swaps_the_products_after_a_norm_and_the_rest_as_int8(t
     assert isinstance(model.audio_head, DynamicInt8CodebookHeads)
     assert isinstance(model.text_embeddings, Int8Embedding) and isinstance(model.audio_embeddings, Int8Embedding)
     assert {name.split(".")[-2] for name, _ in model.named_parameters()} <= {"attn_norm", "mlp_norm", "norm"}
-    assert model.dtype == torch.bfloat16 and quantize_scheme("int8-dynamic") == 1
+    assert model.dtype == torch.bfloat16 and quantize_scheme("int8-dynamic") == 2
 
 
 @needs_kernel
