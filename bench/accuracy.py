@@ -20,6 +20,10 @@ then both models read the prompt and those frames, and:
 - greedy codes, free-running: the share of codes equal when the int8 model generates its own frames,
   and the first frame that differs (one different code changes everything after it).
 
+- the codec (int8 modes quantize the Linears of Mimi's transformers too): the SNR of what the decoder
+  transformer adds to its input, of the decoded audio, and the share of equal codes when that audio is
+  encoded again, float32 against int8, on random codes.
+
 Random weights give flat logits, whose argmax flips on small differences, so the agreement figures
 here are a pessimistic view of a trained model's. They say nothing about how the speech sounds.
 """
@@ -123,6 +127,43 @@ def compare(reference, quantized, tokens: Tensor, mask: Tensor, count: int = FRA
     )
 
 
+def compare_codec(checkpoint, num_codebooks: int, quantize: str, seed: int, frames: int = FRAMES) -> dict:
+    """int8 modes also hold the Linears of Mimi's transformers in int8: the codec's figures, float32 against that.
+
+    The bench checkpoint's codebooks are all zero, as Mimi's init leaves them (every code decodes the
+    same), so they are drawn at random here first, as csm.tiny does.
+    """
+    from csm import loading
+    from csm.codec import load_codec
+
+    config, state = loading.codec_weights(checkpoint)
+    draw = torch.Generator().manual_seed(seed)
+    for name in [n for n in state if n.endswith(("embed_sum", "cluster_usage"))]:
+        shape = state[name].shape
+        state[name] = (
+            torch.randn(shape, generator=draw)
+            if name.endswith("sum")
+            else 0.5 + 1.5 * torch.rand(shape, generator=draw)
+        )
+    n = num_codebooks
+    reference, quantized = (
+        load_codec(None, n, codec_config=config, codec_state_dict=state, quantize=q) for q in (None, quantize)
+    )
+    codes = torch.randint(0, reference.codebook_size, (n, frames), generator=draw)
+    audio = reference.decode(codes)
+    with torch.no_grad():  # the decoder transformer's own part: its output less its input (Mimi adds it to a residual)
+        hidden = reference.model.decoder.upsample(reference.model.quantizer.decode(codes[None])).transpose(1, 2)
+        added = [
+            codec.model.decoder.decoder_transformer(hidden).last_hidden_state - hidden
+            for codec in (reference, quantized)
+        ]
+    return dict(
+        codec_decoder_transformer_added_snr_db=snr_db(*added),
+        codec_decode_snr_db=snr_db(audio, quantized.decode(codes)),
+        codec_encode_code_agreement=(quantized.encode(audio) == reference.encode(audio)).float().mean().item(),
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint-dir", type=Path, help="a bench.bench checkpoint folder (built if missing)")
@@ -147,10 +188,16 @@ def main(argv=None) -> None:
         reference = loading.load_model(checkpoint, device=args.device, dtype=getattr(torch, args.reference_dtype))
         quantized = loading.load_model(checkpoint, device=args.device, dtype=getattr(torch, args.dtype),
                                        quantize=quantize)  # fmt: skip
+        carries_codec = quantize and checkpoint.layout == "transformers"
+        codec_figures = (
+            compare_codec(checkpoint, reference.num_codebooks, quantize, args.seed, args.frames)
+            if carries_codec
+            else {}
+        )
     n = reference.num_codebooks
     tokens, mask = (t.to(reference.device) for t in our_frames(prompt_parts(n, reference.config.text_vocab_size, 0), n))
     figures = dict(dtype=args.dtype, quantize=args.quantize, reference_dtype=args.reference_dtype,
-                   **compare(reference, quantized, tokens, mask, args.frames))  # fmt: skip
+                   **compare(reference, quantized, tokens, mask, args.frames), **codec_figures)  # fmt: skip
     text = json.dumps(figures, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

@@ -280,7 +280,7 @@ class OursRunner:
         self.step = FrameStep(self.model)
         codec_config, codec_state = loading.codec_weights(checkpoint)
         self.codec = load_codec(None, self.model.num_codebooks, device=device, codec_config=codec_config,
-                                codec_state_dict=codec_state)  # fmt: skip
+                                codec_state_dict=codec_state, quantize=self.quantize)  # fmt: skip
         self.device = device
         n = self.model.num_codebooks
         parts = prompt_parts(n, self.model.config.text_vocab_size, prompt_seed)
@@ -292,7 +292,7 @@ class OursRunner:
         caches = [layer.attn.kv_cache for stack in (self.model.backbone, self.model.decoder) for layer in stack.layers]
         return dict(
             weights_bytes=weight_bytes(self.model),
-            codec_weights_bytes=tensor_bytes(self.codec.model.parameters()),
+            codec_weights_bytes=weight_bytes(self.codec.model),  # int8 mode: Mimi's transformers too
             # Static: all max_seq_len slots are allocated up front, whatever the length.
             kv_cache_bytes=sum(c.k.nbytes + c.v.nbytes for c in caches),
         )
@@ -894,6 +894,8 @@ def print_int8_table(data: dict) -> None:
          f"{r['int8_over_ours_peak_memory']:.2f}x"),
         ("weights GB (CSM)", gb(int8["weights_bytes"]), gb(ours["weights_bytes"]),
          f"{int8['weights_bytes'] / ours['weights_bytes']:.2f}x"),
+        ("weights GB (Mimi)", gb(int8["codec_weights_bytes"]), gb(ours["codec_weights_bytes"]),
+         f"{int8['codec_weights_bytes'] / ours['codec_weights_bytes']:.2f}x"),
     ]  # fmt: skip
     scheme = data["settings"]["quantize"]
     what = "int8 activations after a norm" if scheme == "int8-dynamic" else f"{dtype} activations"
@@ -907,6 +909,10 @@ def print_int8_table(data: dict) -> None:
           f"{a['codebook0_logit_error_mean']:.4f} (logit std {a['codebook0_logit_std']:.4f})")  # fmt: skip
     print(f"  greedy codes equal: teacher-forced {a['teacher_forced_code_agreement']:.1%}, free-running "
           f"{a['free_running_code_agreement']:.1%} (first differing frame: {a['free_running_first_differing_frame']})")  # fmt: skip
+    if "codec_decode_snr_db" in a:  # the codec's transformers are int8 too (runs since 2026-11-26, 10:00 UTC)
+        print(f"  Mimi, random codebooks: SNR of what the decoder transformer adds "
+              f"{a['codec_decoder_transformer_added_snr_db']:.1f} dB, of the decoded audio {a['codec_decode_snr_db']:.1f} dB; "
+              f"codes equal on re-encoding {a['codec_encode_code_agreement']:.1%}")  # fmt: skip
 
 
 def parse_args(argv=None):
