@@ -1,9 +1,12 @@
 """The Mimi codec: 24 kHz mono audio <-> frames of RVQ codes (12.5 frames/s), via transformers' MimiModel.
 
 CSM speaks in Mimi codes: `num_codebooks` codes per 80 ms frame (1920 samples). `MimiCodec` is a
-thin wrapper that checks its inputs and always runs in float32 (the codec is small, and reduced
-precision is audible). `load_codec` builds one from the Hub ("kyutai/mimi") or from the codec a
-transformers-layout CSM checkpoint carries.
+thin wrapper that checks its inputs and runs in float32 (the codec is small, and reduced
+precision is audible). In the int8 modes (`load_codec(..., quantize=...)`), the Linears of its
+transformers hold int8 weights, and on a CPU with bf16 arithmetic their inputs are rounded to bf16
+(csm.quantize.Int8Linear): a trade made for memory, measured on random weights only.
+`load_codec` builds one from the Hub ("kyutai/mimi") or from the codec a transformers-layout CSM
+checkpoint carries.
 
 Decoding streams: `MimiCodec.stream_decoder()` turns codes into audio chunk by chunk, and the
 chunks, concatenated, are the one-shot decode (up to float rounding). See `MimiStreamDecoder`.
