@@ -20,9 +20,10 @@ then both models read the prompt and those frames, and:
 - greedy codes, free-running: the share of codes equal when the int8 model generates its own frames,
   and the first frame that differs (one different code changes everything after it).
 
-- the codec (int8 modes quantize the Linears of Mimi's transformers too): the SNR of what the decoder
-  transformer adds to its input, of the decoded audio, and the share of equal codes when that audio is
-  encoded again, float32 against int8, on random codes.
+- the codec (int8 modes quantize the Linears of Mimi's transformers too, where that is not slower):
+  the SNR of what the decoder transformer adds to its input and of the decoded audio, one-shot and
+  streamed in 2-frame chunks, and the share of equal codes when that audio is encoded again, float32
+  against int8, on random codes (`codec_quantized` false: the codec stayed float32 on this device).
 
 Random weights give flat logits, whose argmax flips on small differences, so the agreement figures
 here are a pessimistic view of a trained model's. They say nothing about how the speech sounds.
@@ -127,11 +128,16 @@ def compare(reference, quantized, tokens: Tensor, mask: Tensor, count: int = FRA
     )
 
 
-def compare_codec(checkpoint, num_codebooks: int, quantize: str, seed: int, frames: int = FRAMES) -> dict:
+STREAM_CHUNK_FRAMES = 2  # the codec's figures when streamed: chunks this long, as the generator's are short
+
+
+def compare_codec(checkpoint, num_codebooks: int, quantize: str, seed: int, device: str, frames: int = FRAMES) -> dict:
     """int8 modes also hold the Linears of Mimi's transformers in int8: the codec's figures, float32 against that.
 
-    The bench checkpoint's codebooks are all zero, as Mimi's init leaves them (every code decodes the
-    same), so they are drawn at random here first, as csm.tiny does.
+    Each one-shot (every frame in one call, whose products keep float32 inputs) and streamed (chunks of
+    STREAM_CHUNK_FRAMES, whose products round their inputs to bf16 on a CPU with bf16 arithmetic). The
+    bench checkpoint's codebooks are all zero, as Mimi's init leaves them (every code decodes the same),
+    so they are drawn at random here first, as csm.tiny does.
     """
     from csm import loading
     from csm.codec import load_codec
@@ -140,28 +146,44 @@ def compare_codec(checkpoint, num_codebooks: int, quantize: str, seed: int, fram
     draw = torch.Generator().manual_seed(seed)
     for name in [n for n in state if n.endswith(("embed_sum", "cluster_usage"))]:
         shape = state[name].shape
-        state[name] = (
+        random = (
             torch.randn(shape, generator=draw)
             if name.endswith("sum")
             else 0.5 + 1.5 * torch.rand(shape, generator=draw)
         )
-    n = num_codebooks
-    reference, quantized = (
-        load_codec(None, n, codec_config=config, codec_state_dict=state, quantize=q) for q in (None, quantize)
-    )
-    codes = torch.randint(0, reference.codebook_size, (n, frames), generator=draw)
-    audio = reference.decode(codes)
-    with torch.no_grad():  # the decoder transformer's own part: its output less its input (Mimi adds it to a residual)
-        hidden = reference.model.decoder.upsample(reference.model.quantizer.decode(codes[None])).transpose(1, 2)
-        added = [
-            codec.model.decoder.decoder_transformer(hidden).last_hidden_state - hidden
-            for codec in (reference, quantized)
-        ]
+        state[name] = random
+    codecs = [
+        load_codec(None, num_codebooks, device=device, codec_config=config, codec_state_dict=state, quantize=q)
+        for q in (None, quantize)
+    ]
+    codes = torch.randint(0, codecs[0].codebook_size, (num_codebooks, frames), generator=draw)
+    step = STREAM_CHUNK_FRAMES
+
+    def streamed(codec) -> Tensor:
+        decoder = codec.stream_decoder()
+        return torch.cat([decoder.decode(codes[:, i : i + step]) for i in range(0, frames, step)])
+
+    audio = [codec.decode(codes) for codec in codecs]
     return dict(
-        codec_decoder_transformer_added_snr_db=snr_db(*added),
-        codec_decode_snr_db=snr_db(audio, quantized.decode(codes)),
-        codec_encode_code_agreement=(quantized.encode(audio) == reference.encode(audio)).float().mean().item(),
+        codec_quantized=any(type(m).__name__ == "Int8Linear" for m in codecs[1].model.modules()),
+        codec_decoder_transformer_added_snr_db=snr_db(*transformer_parts(codecs, codes, frames)),
+        codec_decoder_transformer_added_snr_db_streamed=snr_db(*transformer_parts(codecs, codes, step)),
+        codec_decode_snr_db=snr_db(*audio),
+        codec_stream_snr_db=snr_db(*(streamed(codec) for codec in codecs)),
+        codec_encode_code_agreement=(codecs[1].encode(audio[0]) == codecs[0].encode(audio[0])).float().mean().item(),
     )
+
+
+@torch.no_grad()
+def transformer_parts(codecs, codes: Tensor, window: int) -> list[Tensor]:
+    """What each codec's decoder transformer adds to its input (Mimi adds it to a residual), run on `window`
+    frames at a time, each window alone: the same rows for both codecs, as short as a streamed chunk's."""
+    hidden = codecs[0].model.decoder.upsample(codecs[0].model.quantizer.decode(codes[None].to(codecs[0].device)))
+    pieces = hidden.transpose(1, 2).split(2 * window, dim=1)  # Mimi's transformer runs 2 steps a frame
+    return [
+        torch.cat([codec.model.decoder.decoder_transformer(p).last_hidden_state - p for p in pieces], dim=1)
+        for codec in codecs
+    ]
 
 
 def main(argv=None) -> None:
@@ -190,7 +212,7 @@ def main(argv=None) -> None:
                                        quantize=quantize)  # fmt: skip
         carries_codec = quantize and checkpoint.layout == "transformers"
         codec_figures = (
-            compare_codec(checkpoint, reference.num_codebooks, quantize, args.seed, args.frames)
+            compare_codec(checkpoint, reference.num_codebooks, quantize, args.seed, args.device, args.frames)
             if carries_codec
             else {}
         )

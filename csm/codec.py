@@ -23,7 +23,7 @@ from transformers.models.mimi.modeling_mimi import MimiConv1d, MimiConvTranspose
 from csm.hub import CheckpointError
 from csm.limits import check_codec_config
 from csm.loading import release_freed_memory
-from csm.quantize import check_quantize, quantize_codec_int8
+from csm.quantize import check_quantize, codec_int8_pays, quantize_codec_int8
 
 DEFAULT_REPO = "kyutai/mimi"
 
@@ -128,13 +128,24 @@ def _fold_centroids(model: MimiModel) -> None:
     transformers computes them on first use and caches them beside embed_sum: Mimi's 32 codebooks
     would hold 67 MB twice. The same division, done once, goes into embed_sum (usage set to 1, so
     the ratio is unchanged) and the cache points at it: the same bits, and no second copy.
+
+    A later `load_state_dict` folds the loaded sums again (a hook). The cache does not follow a move:
+    move the model before wrapping it in a MimiCodec, or wrap it again after (which folds again).
     """
     for codebook in model.modules():
         if hasattr(codebook, "_embed") and hasattr(codebook, "embed_sum"):
-            codebook._embed = None  # anything cached before a move or a load is stale
-            codebook.embed_sum.copy_(codebook.embed)  # transformers' own rule computes them
-            codebook.cluster_usage.fill_(1.0)
-            codebook._embed = codebook.embed_sum.detach()  # the same memory (a plain tensor, not a second buffer)
+            _fold(codebook)
+            if not getattr(codebook, "_csm_refolds_on_load", False):
+                codebook.register_load_state_dict_post_hook(lambda module, _: _fold(module))
+                codebook._csm_refolds_on_load = True
+
+
+@torch.no_grad()
+def _fold(codebook: nn.Module) -> None:
+    codebook._embed = None  # anything cached before a move or a load is stale
+    codebook.embed_sum.copy_(codebook.embed)  # transformers' own rule computes them
+    codebook.cluster_usage.fill_(1.0)
+    codebook._embed = codebook.embed_sum.detach()  # the same memory (a plain tensor, not a second buffer)
 
 
 class MimiStreamDecoder:
@@ -242,7 +253,7 @@ def load_codec(
     codec_config: dict | MimiConfig | None = None,
     quantize: str | None = None,
 ) -> MimiCodec:
-    """Build a MimiCodec on `device` (default CPU), in float32.
+    """Build a MimiCodec on `device` (default CPU), in float32 (but see `quantize`).
 
     With `codec_config` and `codec_state_dict` (a CSM checkpoint's `config.json["codec_config"]`
     and its `codec_model.*` tensors with that prefix stripped), the codec is built from those and
@@ -251,7 +262,8 @@ def load_codec(
     `MimiModel.from_pretrained(name_or_path or "kyutai/mimi")`.
     `dtype` is there to refuse anything but float32 loudly: the codec is small, and bf16 is audible.
     `quantize` ("int8" or "int8-dynamic", as the CSM model's): int8 weights for the Linears of Mimi's
-    transformers (csm.quantize.quantize_codec_int8), weight-only in both modes.
+    transformers (csm.quantize.quantize_codec_int8), weight-only in both modes, where that is not slower
+    (csm.quantize.codec_int8_pays: CUDA, or a CPU with bf16 arithmetic); elsewhere the codec stays float32.
     """
     quantize = check_quantize(quantize)
     device = torch.device(device if device is not None else "cpu")
@@ -279,7 +291,7 @@ def load_codec(
                 f"comes from {source}: connect to the Hub once (it is then cached), or pass a local folder."
             ) from e
         model = model.to(device=device, dtype=dtype)
-    if quantize:
+    if quantize and codec_int8_pays(device):  # elsewhere the codec stays float32: int8 would be slower
         quantize_codec_int8(model)
         release_freed_memory()  # the float weights it replaced
     return MimiCodec(model, num_codebooks)

@@ -318,12 +318,21 @@ def quantize_int8(model: Model, dynamic: bool = False) -> int:
     return len(slots) + len(tables) + swap_audio_head(model, DynamicInt8CodebookHeads if dynamic else Int8CodebookHeads)
 
 
+def codec_int8_pays(device: torch.device) -> bool:
+    """Whether the float32 codec's int8 products run about as fast as its float ones here: on CUDA, and on a
+    CPU with bf16 arithmetic (inputs rounded to bf16, int8_compute_dtype). Elsewhere torch's float32 int8
+    kernel is scalar: a streamed frame of Mimi decoded about 3x slower than in float32."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_computes_bf16())
+
+
 def quantize_codec_int8(codec_model: nn.Module) -> int:
     """Swap the codec's bias-free Linears for Int8Linear (weight-only, in both int8 modes); returns how many.
 
     In Mimi those are the products of its two 8-layer transformers: 201 of its 317 MB of float32
     weights. Its convolutions and codebooks stay float32. Mimi adds each transformer layer's output
-    through a learned scale, so their rounding reaches the audio damped (bench/RESULTS.md).
+    through a learned scale, so their rounding reaches the audio damped (bench/RESULTS.md). On a CPU
+    with bf16 arithmetic, calls of up to KERNEL_MAX_ROWS rows (a streamed chunk of up to 8 frames)
+    also round their inputs to bf16; longer ones (a one-shot decode, an encode) keep them float32.
     """
     slots = [
         (module, name)

@@ -240,6 +240,8 @@ def test_centroids_are_held_once_and_give_transformers_own_codes_and_audio(codes
     codebooks = [m for m in codec.model.modules() if hasattr(m, "embed_sum")]
     assert len(codebooks) == 8
     assert all(c._embed is not None and c._embed.data_ptr() == c.embed_sum.data_ptr() for c in codebooks)
+    codec.model.load_state_dict(build_mimi(seed=6).state_dict())  # sums and usage as saved: folded again
+    assert torch.equal(codec.decode(codes), expected_audio)
 
 
 def saved_mimi(tmp_path, seed: int) -> tuple[MimiModel, dict, dict]:
@@ -253,24 +255,37 @@ def snr_db(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int8-dynamic"])
-def test_int8_codec_holds_its_transformers_in_int8_and_stays_close(tmp_path, codes, quantize):
-    """Both int8 modes quantize the Linears of Mimi's transformers, weight-only. Bound (this tiny Mimi, whose
-    layer scale 0.5 lets the transformers shape the audio): the audio within 25 dB SNR of float32's, and
-    streaming as close to its own one-shot decode."""
+def test_int8_codec_holds_its_transformers_in_int8_and_stays_close(tmp_path, codes, quantize, monkeypatch):
+    """Both int8 modes quantize the Linears of Mimi's transformers, weight-only. Bounds, set about 20 dB under
+    what this tiny Mimi gives (91 dB one-shot, 90 streamed, 42 dB for the transformer's own part)."""
     from csm.quantize import Int8Linear
 
-    model, config, state = saved_mimi(tmp_path, seed=7)
+    monkeypatch.setattr("csm.codec.codec_int8_pays", lambda device: True)  # whatever this CPU has
+    _, config, state = saved_mimi(tmp_path, seed=7)
     float_codec = load_codec(None, 8, codec_config=config, codec_state_dict=state)
     codec = load_codec(None, 8, codec_config=config, codec_state_dict=state, quantize=quantize)
     linears = [type(m) for m in codec.model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
     assert linears == [Int8Linear] * 24  # 2 transformers x 2 layers x (q, k, v, o, fc1, fc2)
-    assert not any(isinstance(m, torch.nn.Linear) for m in codec.model.modules())
     expected = float_codec.decode(codes)
-    one_shot = codec.decode(codes)
-    assert 25 < snr_db(expected, one_shot) < float("inf")  # int8 rounding, not the float model itself
-    assert snr_db(one_shot, stream(codec.stream_decoder(), codes, [1, 3, 2, 7, 5, 6])) > 25
+    assert 70 < snr_db(expected, codec.decode(codes)) < float("inf")  # int8 rounding, not the float model itself
+    assert 70 < snr_db(expected, stream(codec.stream_decoder(), codes, [1, 3, 2, 7, 5, 6])) < float("inf")
+    hidden = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        added = [c.model.decoder.decoder_transformer(hidden).last_hidden_state - hidden for c in (float_codec, codec)]
+    assert 25 < snr_db(*added) < float("inf")
     audio = 0.3 * torch.randn(6 * SPF, generator=torch.Generator().manual_seed(7))
-    assert (codec.encode(audio) == float_codec.encode(audio)).float().mean() > 0.8
+    assert (codec.encode(audio) == float_codec.encode(audio)).float().mean() > 0.9
+
+
+def test_the_codec_stays_float_where_int8_would_be_slower(tmp_path, codes, monkeypatch):
+    """A CPU without bf16 arithmetic runs int8 x float32 in a scalar kernel: there the codec keeps its floats."""
+    monkeypatch.setattr("csm.quantize.cpu_computes_bf16", lambda: False)
+    _, config, state = saved_mimi(tmp_path, seed=9)
+    codec = load_codec(None, 8, codec_config=config, codec_state_dict=state, quantize="int8")
+    assert sum(isinstance(m, torch.nn.Linear) for m in codec.model.modules()) == 24
+    assert torch.equal(
+        codec.decode(codes), load_codec(None, 8, codec_config=config, codec_state_dict=state).decode(codes)
+    )
 
 
 def test_load_codec_refuses_an_unknown_quantize(tmp_path):
