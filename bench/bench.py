@@ -23,9 +23,10 @@ text (312 frames). Measured:
 - memory: the peak, the weights' and the KV cache's bytes.
 
 `--quantize int8` adds a third worker, ours with int8 weights (csm.quantize) and activations in
---dtype, measured in the same rotation, and its ratios to ours in --dtype. Before the speed runs, a
-child process measures how far int8 moves the model's outputs (bench.accuracy: per-layer SNR,
-codebook-0 logit error, agreement of greedy codes over 50 frames). `--quantize int8-dynamic` does the
+--dtype, and its Mimi's transformers in int8 where that pays (csm.quantize.codec_int8_pays), measured
+in the same rotation, and its ratios to ours in --dtype. Before the speed runs, a child process
+measures how far int8 moves the outputs (bench.accuracy: per-layer SNR, codebook-0 logit error,
+agreement of greedy codes over 50 frames, and the codec's SNR one-shot and streamed). `--quantize int8-dynamic` does the
 same for int8 weights with int8 activations in the products after a norm (CPU with VNNI); the JSON
 keeps the names `ours_int8` and `int8_over_ours_*` for either, and `settings.quantize` says which.
 
