@@ -302,20 +302,28 @@ def quantize_int8(model: Model, dynamic: bool = False) -> int:
 
     Returns how many were swapped. Each float weight is freed once its module is replaced (if nothing
     else holds it). Inference only. Call before `setup_caches`, or again after it: caches are untouched.
+    Weights still on the meta device (a load in progress, csm.loading) are left for a later call.
     """
     modules = [model, *model.backbone.modules(), *model.decoder.modules()]
     slots = [
-        (module, name) for module in modules for name, child in module.named_children() if isinstance(child, nn.Linear)
+        (module, name)
+        for module in modules
+        for name, child in module.named_children()
+        if isinstance(child, nn.Linear) and not child.weight.is_meta
     ]
     for module, name in slots:
         linear = DynamicInt8Linear if dynamic and name in DYNAMIC_SLOTS else Int8Linear
         setattr(module, name, linear(getattr(module, name).weight))
     tables = [
-        name for name in ("text_embeddings", "audio_embeddings") if isinstance(getattr(model, name), nn.Embedding)
+        name
+        for name in ("text_embeddings", "audio_embeddings")
+        if isinstance(getattr(model, name), nn.Embedding) and not getattr(model, name).weight.is_meta
     ]
     for name in tables:
         setattr(model, name, Int8Embedding(getattr(model, name).weight))
-    return len(slots) + len(tables) + swap_audio_head(model, DynamicInt8CodebookHeads if dynamic else Int8CodebookHeads)
+    heads = DynamicInt8CodebookHeads if dynamic else Int8CodebookHeads
+    head_loaded = not (isinstance(model.audio_head, Tensor) and model.audio_head.is_meta)
+    return len(slots) + len(tables) + (head_loaded and swap_audio_head(model, heads))
 
 
 def codec_int8_pays(device: torch.device) -> bool:

@@ -162,6 +162,48 @@ def test_int8_stays_close_to_float_on_the_tiny_model(tiny, dtype, quantize):
     assert figures["teacher_forced_code_agreement"] >= 0.9
 
 
+@pytest.mark.parametrize("quantize", ["int8", pytest.param("int8-dynamic", marks=needs_dynamic_int8)])
+def test_a_load_that_quantizes_tensor_by_tensor_makes_the_model_of_a_whole_load(tiny, quantize):
+    """load_model quantizes each tensor as it is assigned (the float model is never whole in memory): the
+    same int8 model as a float load quantized afterwards, weights and outputs."""
+    streamed = load_model(tiny, device="cpu", dtype=torch.bfloat16, quantize=quantize)
+    whole = load_model(tiny, device="cpu", dtype=torch.bfloat16, pack_weights=False)
+    assert quantize_int8(whole, dynamic=quantize == "int8-dynamic") > 0
+    assert not any(p.is_meta for p in streamed.parameters())
+    assert [type(m) for m in streamed.modules()] == [type(m) for m in whole.modules()]
+    if quantize == "int8":  # int8-dynamic's packed weights have no state_dict: compared by their outputs below
+        a, b = streamed.state_dict(), whole.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    n = whole.num_codebooks
+    tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=5), n)
+    hidden = []
+    for model in (streamed, whole):
+        model.setup_caches(1)
+        hidden.append(model.backbone_hidden(tokens, mask, torch.arange(tokens.shape[1])[None]))
+    assert torch.equal(*hidden)
+
+
+def test_an_int8_load_quantizes_each_weight_before_reading_the_next(tiny, monkeypatch):
+    """The load's memory: never a float Linear in the model while the checkpoint is read, and the int8 ones
+    already there (a whole float load would hold 2x the int8 model's bytes, and more in fp32 on a CPU)."""
+    import csm.loading as loading
+
+    float_linears, int8_modules = [], []
+    read = loading.mapped_tensors
+
+    def watched(checkpoint, model, source):
+        for item in read(checkpoint, model, source):
+            modules = list(model.modules())
+            float_linears.append(sum(isinstance(m, nn.Linear) and not m.weight.is_meta for m in modules))
+            int8_modules.append(sum(isinstance(m, (Int8Linear, Int8Embedding)) for m in modules))
+            yield item
+
+    monkeypatch.setattr(loading, "mapped_tensors", watched)
+    model = load_model(tiny, device="cpu", dtype=torch.bfloat16, quantize="int8")
+    assert len(float_linears) > 10 and max(float_linears) == 0
+    assert int8_modules == sorted(int8_modules) and int8_modules[-1] >= linears_per_model(model)
+
+
 def test_quantized_model_loads_identically_from_both_layouts(oracle, tmp_path):
     loaded = [
         load_model(resolve_checkpoint(str(folder)), device="cpu", dtype=torch.bfloat16, quantize="int8")
