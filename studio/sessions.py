@@ -61,7 +61,8 @@ def with_extra(manifest: dict, files: dict[str, Path], extra: dict | None) -> tu
     script_text  the script box as typed                      -> manifest["script_text"]
     ratings      per turn, in order: {"verdict": "good"|"bad", "note": str} or None -> turns[i]["rating"]
     takes        per turn, in order: None (keep the run's one take) or a list of
-                 {"path": a file this app wrote, "seed": int, "kept": bool, "rating": a rating or None}
+                 {"path": a file this app wrote, "seed": int, "kept": bool, "rating": a rating or None,
+                  "ended_by_model": bool or None (used where the run has no report of that file: a redone take)}
                                                               -> turns[i]["takes"], their files in takes/
     page         any JSON object the page wants back on Open session (its voice cards, ...) -> manifest["page"]
 
@@ -112,7 +113,9 @@ def take_entries(index: int, takes, made: list[dict], files: dict[str, Path]) ->
         name = ran.get("file") or f"takes/turn-{index + 1:02d}-take-{k + 1:02d}.wav"
         files[name] = path
         entry = {"seed": take.get("seed"), "file": name, "kept": bool(take.get("kept")), "rating": take.get("rating")}
-        entries.append({**entry, "report": ran["report"]} if "report" in ran else entry)
+        ended = take.get("ended_by_model")  # a redone take's file is not the run's: the page says how it ended
+        report = ran["report"] if "report" in ran else {"ended_by_model": ended} if isinstance(ended, bool) else None
+        entries.append({**entry, "report": report} if report is not None else entry)
     return entries
 
 

@@ -136,7 +136,8 @@ def test_takes_from_the_page_are_saved_with_their_files_and_which_was_kept(studi
     other = result.turn_paths[0].parent / "take-b.wav"  # a second take of turn 2, in the app's own output folder
     sf.write(other, noise(0.5, 3), RATE, subtype="PCM_16")
     takes = [None, [{"path": str(result.turn_paths[1]), "seed": 43, "kept": False},
-                    {"path": str(other), "seed": 99, "kept": True, "rating": {"verdict": "good", "note": ""}}]]  # fmt: skip
+                    {"path": str(other), "seed": 99, "kept": True, "rating": {"verdict": "good", "note": ""},
+                     "ended_by_model": False}]]  # fmt: skip
     session = open_session(session_bundle(studio, job, result, {"takes": takes}))
     turn = session.turns[1]
     assert [(t.seed, t.kept, t.rating) for t in turn.takes] == [(43, False, None), (99, True, {"verdict": "good",
@@ -144,7 +145,8 @@ def test_takes_from_the_page_are_saved_with_their_files_and_which_was_kept(studi
     assert Path(turn.path).read_bytes() == other.read_bytes()  # the kept take is the turn's audio
     assert Path(turn.takes[0].path).read_bytes() == result.turn_paths[1].read_bytes()
     assert session.manifest["turns"][1]["takes"][0]["report"]["frames"] == result.turns[1].frames  # the run's
-    assert turn.report == {}  # the kept take's measurements, and the page's take has none
+    # A take the run did not make (a redo's): the page says how it ended, and that is all its report holds.
+    assert turn.takes[1].ended_by_model is False and turn.report == {"ended_by_model": False}
     outside = tmp_path / "secret.wav"
     sf.write(outside, noise(0.5, 4), RATE)
     with pytest.raises(InputError, match="Take 1 of turn 1 is not an audio file this app made"):

@@ -58,3 +58,15 @@ def test_an_opened_bundles_takes_each_say_how_they_ended(tmp_path):
     state = turn_state_of(turn)
     assert [t["ended_by_model"] for t in state["takes"]] == [False, True, True] and state["kept"] == 1
     assert [t["frames"] for t in state["takes"]] == [1, 2, 3]
+
+
+def test_the_pages_takes_carry_how_each_ended_into_a_bundle():
+    """A redone take is not one of the run's files, so the run has no report of it: the page passes on how it ended."""
+    from studio.ui.share import extra_of
+
+    state = {"turns": [{"seed": 7, "kept": 1, "takes": [
+        {"path": "/a.wav", "rating": None, "ended_by_model": True},
+        {"path": "/b.wav", "rating": None, "ended_by_model": False},
+    ]}]}  # fmt: skip
+    takes = extra_of(state, "[0] Hi.")["takes"][0]
+    assert [(t["kept"], t["ended_by_model"]) for t in takes] == [(False, True), (True, False)]

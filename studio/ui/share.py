@@ -107,7 +107,13 @@ def extra_of(state: dict, script_text: str | None) -> dict:
     """What the page adds to a run's bundle: each turn's takes as they stand (kept, rated), the script as typed."""
     takes = [
         [
-            {"path": take["path"], "seed": turn["seed"], "kept": i == turn["kept"], "rating": take["rating"]}
+            {
+                "path": take["path"],
+                "seed": turn["seed"],
+                "kept": i == turn["kept"],
+                "rating": take["rating"],
+                "ended_by_model": take.get("ended_by_model"),
+            }
             for i, take in enumerate(turn["takes"])
         ]  # fmt: skip
         for turn in state.get("turns", [])
