@@ -63,6 +63,11 @@ def stitch(turns: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float samples as 16-bit PCM, for a player given an array: gradio scales float audio to full scale."""
+    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
 def wav_bytes(audio: np.ndarray) -> bytes:
     """16-bit WAV in memory: what the live player is fed, chunk by chunk."""
     buffer = io.BytesIO()

@@ -292,3 +292,14 @@ def test_a_neutral_link_holds_the_same_audio_under_a_name_that_says_nothing_of_i
     assert [link.read_bytes() for link in links] == [take.read_bytes() for take in takes]
     assert all(link.parent == tmp_path and "take-A" not in link.name and "take-B" not in link.name for link in links)
     assert links[0] != links[1] and neutral_link(takes[0]) == links[0]  # one per file, made once
+
+
+def test_a_cleaned_voice_clip_plays_at_its_own_level():
+    """The preview of a voice clip is the audio the model hears: gradio scales a float array to full scale,
+    so the page hands it 16-bit PCM, which gradio plays as it is."""
+    import gradio as gr
+
+    clip = (0.7 * np.sin(np.linspace(0, 100, 24_000))).astype(np.float32)
+    played = sf.read(gr.Audio(type="numpy").postprocess((24_000, outputs.pcm16(clip))).path)[0]
+    assert np.abs(played - clip).max() < 1e-4  # not rescaled: a float32 array would peak at 1.0
+    assert outputs.pcm16(np.array([2.0, -2.0, 0.5], np.float32)).tolist() == [32767, -32767, 16384]

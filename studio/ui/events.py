@@ -14,7 +14,7 @@ from studio.errors import user_message
 from studio.inputs import SAMPLE_RATE, TURN_GAP_S, check_line, parse_script, plural
 from studio.jobs import CLIP_WORK, ONE_AT_A_TIME, Chunk, Job, TurnDone
 from studio.meter import describe_meter, measure
-from studio.outputs import wav_bytes
+from studio.outputs import pcm16, wav_bytes
 from studio.ratings import RatingLog
 from studio.report import Result
 from studio.service import Studio
@@ -176,7 +176,7 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         if not path:
             return ["", gr.update(value=None, visible=False)]
         check = self.studio.check_clip(path, role="voice")
-        clean = (SAMPLE_RATE, check.audio) if check.audio is not None else None
+        clean = (SAMPLE_RATE, pcm16(check.audio)) if check.audio is not None else None  # at its own level
         return [check.note, gr.update(value=clean, visible=clean is not None)]
 
     def fill_transcript(self, path, typed: str, auto: str, role: str) -> list:
