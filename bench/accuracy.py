@@ -141,17 +141,14 @@ def compare_codec(checkpoint, num_codebooks: int, quantize: str, seed: int, devi
     """
     from csm import loading
     from csm.codec import load_codec
+    from csm.quantize import Int8Linear
 
     config, state = loading.codec_weights(checkpoint)
     draw = torch.Generator().manual_seed(seed)
     for name in [n for n in state if n.endswith(("embed_sum", "cluster_usage"))]:
         shape = state[name].shape
-        random = (
-            torch.randn(shape, generator=draw)
-            if name.endswith("sum")
-            else 0.5 + 1.5 * torch.rand(shape, generator=draw)
-        )
-        state[name] = random
+        sums = name.endswith("sum")
+        state[name] = torch.randn(shape, generator=draw) if sums else 0.5 + 1.5 * torch.rand(shape, generator=draw)
     codecs = [
         load_codec(None, num_codebooks, device=device, codec_config=config, codec_state_dict=state, quantize=q)
         for q in (None, quantize)
@@ -165,7 +162,7 @@ def compare_codec(checkpoint, num_codebooks: int, quantize: str, seed: int, devi
 
     audio = [codec.decode(codes) for codec in codecs]
     return dict(
-        codec_quantized=any(type(m).__name__ == "Int8Linear" for m in codecs[1].model.modules()),
+        codec_quantized=any(isinstance(m, Int8Linear) for m in codecs[1].model.modules()),
         codec_decoder_transformer_added_snr_db=snr_db(*transformer_parts(codecs, codes, frames)),
         codec_decoder_transformer_added_snr_db_streamed=snr_db(*transformer_parts(codecs, codes, step)),
         codec_decode_snr_db=snr_db(*audio),

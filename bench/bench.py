@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import resource
@@ -911,10 +910,10 @@ def print_int8_table(data: dict) -> None:
           f"{a['codebook0_logit_error_mean']:.4f} (logit std {a['codebook0_logit_std']:.4f})")  # fmt: skip
     print(f"  greedy codes equal: teacher-forced {a['teacher_forced_code_agreement']:.1%}, free-running "
           f"{a['free_running_code_agreement']:.1%} (first differing frame: {a['free_running_first_differing_frame']})")  # fmt: skip
-    if "codec_decode_snr_db" in a:  # the codec's transformers are int8 too (runs since 2026-11-26, 10:00 UTC)
+    if "codec_decode_snr_db" in a:  # a checkpoint that carries the codec (bench.accuracy.compare_codec)
         print(f"  Mimi, random codebooks, one-shot / streamed: SNR of what the decoder transformer adds "
-              f"{a['codec_decoder_transformer_added_snr_db']:.1f} / {a.get('codec_decoder_transformer_added_snr_db_streamed', math.nan):.1f} dB, "
-              f"of the audio {a['codec_decode_snr_db']:.1f} / {a.get('codec_stream_snr_db', math.nan):.1f} dB; "
+              f"{a['codec_decoder_transformer_added_snr_db']:.1f} / {a['codec_decoder_transformer_added_snr_db_streamed']:.1f} dB, "
+              f"of the audio {a['codec_decode_snr_db']:.1f} / {a['codec_stream_snr_db']:.1f} dB; "
               f"codes equal on re-encoding {a['codec_encode_code_agreement']:.1%}")  # fmt: skip
 
 
