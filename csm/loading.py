@@ -300,10 +300,10 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     `quantize="int8"`: int8 weights with one scale per output channel for the transformer Linears, the
     projection and the audio heads (csm.quantize), made here from the float checkpoint; activations stay
     in `dtype`. `quantize="int8-dynamic"` (CPU with VNNI only): the same int8 weights, and the activations
-    of those products quantized to 8 bits per row at run time (faster, one more rounding). Either is made
-    tensor by tensor as the checkpoint is read, so the float model is never whole in memory. Otherwise, on
+    of those products quantized to 8 bits per row at run time (faster, one more rounding). Otherwise, on
     the CPU, `pack_weights` pre-packs the Linears for oneDNN (csm.packing.pack_linear_weights: ~1.5x faster
-    decode); pass False for the plain layout.
+    decode); pass False for the plain layout. Both are made tensor by tensor as the checkpoint is read, so
+    the plain model is never whole in memory beside them.
     """
     quantize = check_quantize(quantize)  # before any weight is read
     device = resolve_device(device)
@@ -318,25 +318,26 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
         (name, t.to(device=device, dtype=dtype, copy=True)) for name, t in mapped_tensors(checkpoint, model, source)
     )
     if quantize:
-        _assign_quantizing(model, tensors, dynamic=quantize == "int8-dynamic")
+        _assign_converting(model, tensors, lambda: quantize_int8(model, dynamic=quantize == "int8-dynamic"))
+    elif pack_weights and device.type == "cpu":
+        _assign_converting(model, tensors, lambda: pack_linear_weights(model))
     else:
         model.load_state_dict(dict(tensors), strict=True, assign=True)
-    del source, tensors  # unmaps the files; the modules own the tensors now, so packing frees each original
+    del source, tensors  # unmaps the files
     model.eval().requires_grad_(False)
-    if pack_weights and not quantize:
-        pack_linear_weights(model)
     release_freed_memory()
     return model
 
 
-def _assign_quantizing(model: Model, tensors: Iterator[tuple[str, Tensor]], dynamic: bool) -> None:
-    """Assign each tensor and quantize its module at once, so that the float model is never whole in memory:
-    an int8 load of CSM-1B peaks near the int8 model plus the largest float tensor, not the bf16 model.
-    The same int8 weights as quantizing after a whole load: each module is quantized alone either way."""
+def _assign_converting(model: Model, tensors: Iterator[tuple[str, Tensor]], convert: Callable[[], int]) -> None:
+    """Assign each tensor and convert its module at once (int8, or oneDNN's packed layout), so that the plain
+    model is never whole in memory beside the converted one: a CSM-1B load peaks near the converted model plus
+    its largest tensor. The same weights as converting after a whole load: each module is converted alone.
+    `convert` leaves alone the modules whose weights are still on the meta device."""
     for name, tensor in tensors:
         model.load_state_dict({name: tensor}, strict=False, assign=True)
         del tensor
-        quantize_int8(model, dynamic=dynamic)
+        convert()
     left = [name for name, p in model.named_parameters() if p.is_meta]
     assert not left, f"not loaded: {left}"  # mapped_tensors covers every parameter
 

@@ -89,6 +89,7 @@ def _cpu_flags() -> dict:
     return {flag: True for flag in found.group(1).split()} if found else {}
 
 
+@functools.cache  # the build and the CPU do not change while the process runs: probe once per dtype
 def can_pack_linear(dtype: torch.dtype) -> bool:
     """Whether this build and CPU run oneDNN-packed products in `dtype` (checked on a tiny one)."""
     if not torch.backends.mkldnn.is_available() or dtype not in (torch.float32, torch.bfloat16):
@@ -103,23 +104,28 @@ def can_pack_linear(dtype: torch.dtype) -> bool:
         return False
 
 
+def packable(weight: Tensor) -> bool:
+    """A loaded CPU weight in a dtype oneDNN packs here (not one still on the meta device, mid-load)."""
+    return not weight.is_meta and weight.device.type == "cpu" and can_pack_linear(weight.dtype)
+
+
 def pack_linear_weights(model: Model) -> int:
     """CPU: swap the transformer stacks' and the projection's Linears for PackedLinear, and the audio heads for
     PackedCodebookHeads; returns how many.
 
-    Inference only (no autograd through packed weights). Does nothing where oneDNN cannot run them.
+    Inference only (no autograd through packed weights). Leaves alone what oneDNN cannot run, and weights
+    still on the meta device: `csm.loading` calls this after each tensor it reads.
     """
-    if model.device.type != "cpu" or not can_pack_linear(model.dtype):
-        return 0
     # codebook0_head stays a Linear: it is small, one product per frame.
     modules = [model, *model.backbone.modules(), *model.decoder.modules()]
     slots = [
         (module, name)
         for module in modules
         for name, child in module.named_children()
-        if isinstance(child, nn.Linear) and (module is not model or name == "projection")
+        if isinstance(child, nn.Linear) and (module is not model or name == "projection") and packable(child.weight)
     ]
     for module, name in slots:
         setattr(module, name, PackedLinear(getattr(module, name).weight))
     # The heads: 31 products a frame, as many bytes as a decoder layer's MLP.
-    return len(slots) + swap_audio_head(model, PackedCodebookHeads)
+    heads = isinstance(model.audio_head, Tensor) and packable(model.audio_head)
+    return len(slots) + (heads and swap_audio_head(model, PackedCodebookHeads))

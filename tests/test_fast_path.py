@@ -126,3 +126,42 @@ def test_loading_hands_freed_memory_back(folder, monkeypatch):
     monkeypatch.undo()
     # True where the C library is glibc (the only one with malloc_trim), False elsewhere.
     assert release_freed_memory() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_load_that_packs_tensor_by_tensor_gives_the_model_of_a_whole_load(folder, dtype):
+    """load_model packs each weight as it is read (the plain model is never whole beside the packed one): the
+    same modules and the same outputs, bit for bit, as packing after a whole plain load."""
+    if not can_pack_linear(dtype):
+        pytest.skip(f"this CPU has no oneDNN {dtype} products")
+    streamed, whole = load(folder, dtype, pack=True), load(folder, dtype, pack=False)
+    assert pack_linear_weights(whole) > 0
+    assert not any(p.is_meta for p in streamed.parameters())
+    assert [type(m) for m in streamed.modules()] == [type(m) for m in whole.modules()]
+    n = whole.num_codebooks
+    tokens, mask = our_frames(prompt_parts(n, with_audio=True, seed=4), n)
+    assert torch.equal(our_greedy_frames(streamed, tokens, mask, 6), our_greedy_frames(whole, tokens, mask, 6))
+    hidden = torch.randn(2, whole.decoder.args.embed_dim, dtype=dtype)
+    assert torch.equal(streamed.codebook_logits(hidden, 1), whole.codebook_logits(hidden, 1))
+
+
+def test_a_cpu_load_packs_each_weight_before_reading_the_next(folder, monkeypatch):
+    """The load's memory: never a plain Linear of the stacks in the model while the checkpoint is read (a
+    whole plain load, then packing, would hold both layouts of many weights), and the packed ones grow."""
+    import csm.loading as loading
+
+    plain_linears, packed = [], []
+    read = loading.mapped_tensors
+
+    def watched(checkpoint, model, source):
+        for item in read(checkpoint, model, source):
+            stacks = [*model.backbone.modules(), *model.decoder.modules()]
+            plain_linears.append(sum(isinstance(m, torch.nn.Linear) and not m.weight.is_meta for m in stacks))
+            packed.append(sum(isinstance(m, PackedLinear) for m in model.modules()))
+            yield item
+
+    monkeypatch.setattr(loading, "mapped_tensors", watched)
+    model = load(folder, torch.float32, pack=True)
+    layers = len(model.backbone.layers) + len(model.decoder.layers)
+    assert len(plain_linears) > 10 and max(plain_linears) == 0
+    assert packed == sorted(packed) and packed[-1] >= 4 * layers
