@@ -28,12 +28,12 @@ from csm.quantize import QUANTIZE_CHOICES, DynamicInt8Linear, Int8Linear, refuse
 
 
 class StageTimer:
-    """Adds each hooked module's wall time into a named bucket."""
+    """Adds each hooked module's wall time (and the weight bytes it reads, if given) into a named bucket."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
+        self.bytes: dict[str, int] = defaultdict(int)
         self._started: dict[int, float] = {}
         self.handles = []
 
@@ -42,13 +42,13 @@ class StageTimer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def hook(self, module: torch.nn.Module, bucket: str) -> None:
+    def hook(self, module: torch.nn.Module, bucket: str, nbytes: int = 0) -> None:
         def before(mod, args):
             self._started[id(mod)] = self._now()
 
         def after(mod, args, output):
             self.seconds[bucket] += self._now() - self._started.pop(id(mod))
-            self.calls[bucket] += 1
+            self.bytes[bucket] += nbytes
 
         self.handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
 
@@ -59,7 +59,16 @@ class StageTimer:
 
     def reset(self) -> None:
         self.seconds.clear()
-        self.calls.clear()
+        self.bytes.clear()
+
+
+def products(model) -> list[torch.nn.Module]:
+    """Every module that is one weight product: the Linears, packed or int8, and each codebook head."""
+    from csm.packing import PackedLinear
+    from csm.quantize import DynamicInt8Linear
+
+    kinds = (torch.nn.Linear, PackedLinear, Int8Linear, DynamicInt8Linear)
+    return [m for m in model.modules() if isinstance(m, kinds)]
 
 
 def load(args):
@@ -71,101 +80,137 @@ def load(args):
     return model
 
 
-@torch.inference_mode()
-def profile(model, frames: int, ops: bool, takes: int = 1) -> None:
-    from csm.decoding import share_prompt
+class FrameProfile:
+    """Prefill bench.bench's prompt, then time decode frames, with or without the timing hooks."""
 
-    device, n = model.device, model.num_codebooks
-    tokens, mask = (t.to(device) for t in our_frames(prompt_parts(n, model.config.text_vocab_size, 0), n))
-    prompt_len = tokens.shape[1]
-    step_tokens = torch.zeros(takes, 1, n + 1, dtype=torch.long, device=device)
-    step_mask = torch.ones_like(step_tokens, dtype=torch.bool)
-    step_mask[..., -1] = False  # generated frames carry no text
+    def __init__(self, model, takes: int = 1):
+        device, n = model.device, model.num_codebooks
+        self.model, self.takes = model, takes
+        self.tokens, self.mask = (t.to(device) for t in our_frames(prompt_parts(n, model.config.text_vocab_size, 0), n))
+        self.prompt_len = self.tokens.shape[1]
+        self.step_tokens = torch.zeros(takes, 1, n + 1, dtype=torch.long, device=device)
+        self.step_mask = torch.ones_like(self.step_tokens, dtype=torch.bool)
+        self.step_mask[..., -1] = False  # generated frames carry no text
+        self.timer = StageTimer(device)
 
-    timer = StageTimer(device)
-
-    def add_hooks():
+    def add_hooks(self) -> None:
+        model, timer = self.model, self.timer
         for name, stack in (("backbone", model.backbone), ("decoder", model.decoder)):
-            timer.hook(stack, name)
+            timer.hook(stack, name, weight_bytes(stack))
             for block in stack.layers:
                 timer.hook(block.attn, f"{name} attention")
-                timer.hook(block.mlp, f"{name} MLP")
+                timer.hook(block.mlp, f"{name} MLP", weight_bytes(block.mlp))
+        for module in products(model):
+            timer.hook(module, "products", weight_bytes(module))
 
-    def step(frame, i):
-        step_tokens[:, 0, :-1] = frame
-        position = torch.full((takes, 1), prompt_len + i - 1, device=device)
-        return model.generate_frame(step_tokens, step_mask, position, TEMPERATURE, TOPK)
+    def step(self, frame: torch.Tensor, i: int) -> torch.Tensor:
+        self.step_tokens[:, 0, :-1] = frame
+        position = torch.full((self.takes, 1), self.prompt_len + i - 1, device=self.model.device)
+        return self.model.generate_frame(self.step_tokens, self.step_mask, position, TEMPERATURE, TOPK)
 
-    def prefill():
-        positions = torch.arange(prompt_len, device=device)[None]
+    def prefill(self) -> torch.Tensor:
+        from csm.decoding import share_prompt
+
+        model, takes = self.model, self.takes
+        positions = torch.arange(self.prompt_len, device=model.device)[None]
         if takes == 1:
-            return model.generate_frame(tokens, mask, positions, TEMPERATURE, TOPK)
-        last = model.backbone_hidden(tokens, mask, positions)[:, -1]
-        share_prompt(model, takes, prompt_len)
+            return model.generate_frame(self.tokens, self.mask, positions, TEMPERATURE, TOPK)
+        last = model.backbone_hidden(self.tokens, self.mask, positions)[:, -1]
+        share_prompt(model, takes, self.prompt_len)
         return model.sample_frame(last.expand(takes, -1).contiguous(), TEMPERATURE, TOPK)
 
-    def run(count: int):
+    @torch.inference_mode()
+    def run(self, count: int) -> tuple[float, list[tuple[float, dict, dict]]]:
+        """Prefill seconds, and per frame after it: (seconds, seconds by bucket, weight bytes by bucket)."""
+        timer = self.timer
         torch.manual_seed(0)
-        model.reset_caches()
+        self.model.reset_caches()
         timer.reset()
         started = timer._now()
-        frame = prefill()
+        frame = self.prefill()
         prefill_seconds = timer._now() - started
         per_frame = []
         for i in range(1, count):
             timer.reset()
             started = timer._now()
-            frame = step(frame, i)
-            per_frame.append((timer._now() - started, dict(timer.seconds)))
+            frame = self.step(frame, i)
+            per_frame.append((timer._now() - started, dict(timer.seconds), dict(timer.bytes)))
         return prefill_seconds, per_frame
 
-    run(3)  # warm-up
-    plain_prefill, plain = run(frames)  # no hooks: the reference speed
-    add_hooks()
-    _, per_frame = run(frames)
-    timer.remove()
-    plain_total = statistics.median(t for t, _ in plain)
-    total = statistics.median(t for t, _ in per_frame)
-    part = {k: statistics.median(s[k] for _, s in per_frame) for k in per_frame[0][1]}
-    decoder_steps = n - 1
-    reads = {  # weight bytes streamed per frame
-        "backbone": weight_bytes(model.backbone),
-        "decoder": weight_bytes(model.decoder) * decoder_steps,
-        "backbone MLP": weight_bytes(model.backbone.layers[0].mlp) * len(model.backbone.layers),
-        "decoder MLP": weight_bytes(model.decoder.layers[0].mlp) * len(model.decoder.layers) * decoder_steps,
-    }
-    rest = total - part["backbone"] - part["decoder"]
+
+def read_bandwidth(device: torch.device, nbytes: int = 1 << 29, repeats: int = 5) -> float:
+    """GB/s of a plain streaming read here (the sum of a buffer far larger than the caches), for reference."""
+    buffer = torch.ones(nbytes // 2, dtype=torch.bfloat16, device=device)
+    timer = StageTimer(device)
+    times = []
+    for _ in range(repeats + 1):  # the first one warms up
+        started = timer._now()
+        buffer.sum()
+        times.append(timer._now() - started)
+    return nbytes / statistics.median(times[1:]) / 1e9
+
+
+def profile(model, frames: int, ops: bool, takes: int = 1) -> dict:
+    """Print where a decode frame's time goes; returns the figures (seconds and GB/s by part)."""
+    profiler = FrameProfile(model, takes)
+    profiler.run(3)  # warm-up
+    plain_prefill, plain = profiler.run(frames)  # no hooks: the reference speed
+    profiler.add_hooks()
+    _, per_frame = profiler.run(frames)
+    profiler.timer.remove()
+    figures = dict(
+        prefill_seconds=plain_prefill,
+        frame_seconds=statistics.median(t for t, _, _ in plain),
+        hooked_frame_seconds=statistics.median(t for t, _, _ in per_frame),
+        parts={k: statistics.median(s[k] for _, s, _ in per_frame) for k in per_frame[0][1]},
+        part_bytes=per_frame[0][2],  # the same every frame
+        read_gb_per_second=read_bandwidth(model.device),
+    )
+    print_profile(model, profiler.prompt_len, takes, figures)
+    if ops:
+        print_ops(profiler, frames)
+    return figures
+
+
+def print_profile(model, prompt_len: int, takes: int, figures: dict) -> None:
+    part, nbytes, total = figures["parts"], figures["part_bytes"], figures["hooked_frame_seconds"]
+    frame = figures["frame_seconds"]
     kinds = {type(m) for m in model.modules()}
     int8 = " int8-dynamic" if DynamicInt8Linear in kinds else " with int8 weights" if Int8Linear in kinds else ""
     print(f"\n{model.dtype}{int8}, {torch.get_num_threads()} threads, prompt {prompt_len} frames, {takes} take(s)")
-    print(f"prefill + first frame: {plain_prefill:.3f} s")
+    print(f"prefill + first frame: {figures['prefill_seconds']:.3f} s")
     print(
-        f"decode frame (median): {plain_total * 1e3:.1f} ms ({1 / plain_total:.2f} frames/s, "
-        f"real-time factor {plain_total / FRAME_SECONDS:.2f}); with the timing hooks: {total * 1e3:.1f} ms"
+        f"decode frame (median): {frame * 1e3:.1f} ms ({1 / frame:.2f} frames/s, "
+        f"real-time factor {frame / FRAME_SECONDS:.2f}); with the timing hooks: {total * 1e3:.1f} ms"
     )
+    steps = model.num_codebooks - 1
+    rest = total - part["backbone"] - part["decoder"]
     rows = [
-        ("backbone (1 step)", part["backbone"], reads["backbone"]),
-        ("  attention", part["backbone attention"], None),
-        ("  MLP", part["backbone MLP"], reads["backbone MLP"]),
-        (f"decoder ({decoder_steps} steps)", part["decoder"], reads["decoder"]),
-        ("  attention", part["decoder attention"], None),
-        ("  MLP", part["decoder MLP"], reads["decoder MLP"]),
-        ("rest: embeddings, heads, sampling, Python", rest, None),
-    ]
-    for label, seconds, nbytes in rows:
-        bandwidth = f"  {nbytes / seconds / 1e9:5.1f} GB/s of weights" if nbytes else ""
+        ("backbone (1 step)", "backbone"), ("  attention", "backbone attention"), ("  MLP", "backbone MLP"),
+        (f"decoder ({steps} steps)", "decoder"), ("  attention", "decoder attention"), ("  MLP", "decoder MLP"),
+        ("rest: embeddings, heads, sampling, Python", None),
+        ("every weight product (Linears, heads)", "products"),
+    ]  # fmt: skip
+    for label, key in rows:
+        seconds = part[key] if key else rest
+        reads = nbytes.get(key, 0) if key else 0
+        bandwidth = f"  {reads / seconds / 1e9:5.1f} GB/s of weights" if reads else ""
         print(f"  {label:<44} {seconds * 1e3:8.1f} ms {100 * seconds / total:5.1f} %{bandwidth}")
-    if ops:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as torch_profile
-
-        frame = torch.zeros(takes, n, dtype=torch.long, device=device)
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            step(frame, frames)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(f"  for reference, a plain read (sum) of 0.5 GiB here: {figures['read_gb_per_second']:5.1f} GB/s")
 
 
-def main(argv=None) -> None:
+def print_ops(profiler: FrameProfile, frames: int) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = profiler.model
+    frame = torch.zeros(profiler.takes, model.num_codebooks, dtype=torch.long, device=model.device)
+    with torch.inference_mode(), torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        profiler.step(frame, frames)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint-dir", type=Path, help="a bench.bench checkpoint folder (built if missing)")
     parser.add_argument("--small", action="store_true")
@@ -186,7 +231,7 @@ def main(argv=None) -> None:
         args.checkpoint_dir = args.checkpoint_dir or Path(scratch) / "checkpoint"
         ensure_checkpoint(args.checkpoint_dir, args.small, args.seed)
         model = load(args)
-        profile(model, max(args.frames, 2), args.ops, args.takes)
+        return profile(model, max(args.frames, 2), args.ops, args.takes)
 
 
 if __name__ == "__main__":

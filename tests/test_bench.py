@@ -173,3 +173,28 @@ def test_transformers_first_audio_is_also_measured_as_in_earlier_runs(report):
         report["ours"]["time_to_first_audio_seconds"] / runs[0]["seconds"]
     )
     assert "first_audio_frames_before" not in report["ours"]["runs"]
+
+
+def test_the_frame_profile_runs_and_accounts_for_every_weight_a_frame_reads(tmp_path, capsys):
+    """`python -m bench.profile_frame --small`: the decoder runs once per codebook after the first, and the
+    products' row counts each weight product of the frame (the backbone's once, the decoder's 31 times)."""
+    from bench import profile_frame
+    from bench.bench import weight_bytes
+    from csm.loading import load_model, resolve_checkpoint
+
+    figures = profile_frame.main(["--small", "--frames", "3", "--checkpoint-dir", str(tmp_path / "ckpt")])
+    printed = capsys.readouterr().out
+    for row in ("decoder (31 steps)", "every weight product (Linears, heads)", "a plain read (sum)"):
+        assert row in printed
+    model = load_model(resolve_checkpoint(str(tmp_path / "ckpt")), device="cpu", dtype=torch.float32)
+    steps = model.num_codebooks - 1
+    assert figures["part_bytes"]["backbone"] == weight_bytes(model.backbone)
+    assert figures["part_bytes"]["decoder"] == steps * weight_bytes(model.decoder)
+
+    def products(stack) -> int:  # a stack's weights less its norms' (a norm is not a product)
+        return weight_bytes(stack) - sum(p.nbytes for name, p in stack.named_parameters() if "norm" in name)
+
+    heads = weight_bytes(model.audio_head) + weight_bytes(model.codebook0_head) + steps * weight_bytes(model.projection)
+    assert figures["part_bytes"]["products"] == products(model.backbone) + steps * products(model.decoder) + heads
+    assert 0 < figures["parts"]["products"] < figures["hooked_frame_seconds"]
+    assert figures["read_gb_per_second"] > 0
