@@ -175,9 +175,14 @@ def test_stop_keeps_every_finished_turn_and_the_interrupted_one(page):
     page.locator("#max-seconds input[type=number]").press("Enter")
     page.locator("#generate").click()
     page.locator("#status-line").get_by_text("Generated turn 1 of 4").wait_for(timeout=120_000)
+    # While it runs, Generate says so and takes no click (gradio would drop one without a word).
+    generate = page.locator("#generate")
+    assert generate.is_disabled() and "Generating" in generate.inner_text()
     page.wait_for_timeout(1500)  # into turn 2 (30 s of audio, several seconds to make)
     page.locator("#stop").click()
     page.locator("#status-line").get_by_text("Stopped").wait_for(timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('#generate').disabled", timeout=15_000)
+    assert generate.inner_text().strip() == "▶ Generate"
     info = page.locator("#result-info").inner_text()
     finished = int(info.split("Stopped.", 1)[1].split("of 4 turns finished")[0])
     assert 1 <= finished < 4 and "marked partial" in info

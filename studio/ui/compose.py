@@ -26,6 +26,8 @@ SCRIPT_EXAMPLE = """[0] Hey, did you get a chance to look at the garden this mor
 # name, yet a paste of megabytes cannot make a request the server refuses unread (its body limit).
 TYPED_CHARS = 20 * MAX_TEXT_CHARS
 
+GENERATE, GENERATING = "▶ Generate", "Generating…"  # the button's label, and while a run is queued or going
+
 LINE_EXAMPLES = [
     "Hey, how are you doing today?",
     "Honestly, I have no idea, but it was really catchy.",
@@ -118,7 +120,7 @@ def compose_panel(speaker_names: list, can_generate: bool) -> Compose:
     temperature, topk, max_seconds, seed = settings_panel()
     meter = gr.HTML("", elem_id="context-meter", padding=False)
     with gr.Row():
-        generate = gr.Button("▶ Generate", variant="primary", size="lg", scale=4, elem_id="generate",
+        generate = gr.Button(GENERATE, variant="primary", size="lg", scale=4, elem_id="generate",
                              interactive=can_generate)  # fmt: skip
         stop = gr.Button("■ Stop", variant="stop", size="lg", scale=1, elem_id="stop", interactive=can_generate)
     return Compose(mode, line_group, text, counter, speaker, examples, script_group, script, temperature, topk,

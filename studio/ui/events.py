@@ -21,7 +21,7 @@ from studio.service import Studio
 from studio.sessions import session_draft
 from studio.stops import StopSignals
 from studio.ui.check import CheckPanel, describe_detection
-from studio.ui.compose import COUNTER_JS, Compose
+from studio.ui.compose import COUNTER_JS, GENERATE, GENERATING, Compose
 from studio.ui.conversation import ConversationPanel, add_earlier_turn
 from studio.ui.library_events import LibraryEvents
 from studio.ui.result import ResultPanel, result_summary
@@ -222,8 +222,13 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         c, r = self.compose, self.result
         inputs = self.request_inputs
         outputs = self.generation_outputs
-        c.generate.click(self.arm, None, None, **UI_ONLY).then(self.generate, inputs, outputs,
-                                                                   **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
+        # Generate looks busy from the click (queued or running) to the end: gradio runs an event once at a
+        # time, so a click meanwhile would be dropped without a word.
+        busy = lambda: gr.update(value=GENERATING, interactive=False)  # noqa: E731
+        idle = lambda: gr.update(value=GENERATE, interactive=True)  # noqa: E731
+        c.generate.click(self.arm, None, None, **UI_ONLY).then(busy, None, c.generate, **UI_ONLY).then(
+            self.generate, inputs, outputs, **ONE_AT_A_TIME, **PRIVATE
+        ).then(idle, None, c.generate, **UI_ONLY)  # fmt: skip
         c.stop.click(self.stop, None, None, **UI_ONLY)
         demo.unload(self.forget)
         r.reuse_seed.click(lambda last: last["seed"], self.last_result, c.seed, **UI_ONLY)
