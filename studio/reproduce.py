@@ -217,7 +217,7 @@ def model_said(entry: dict) -> str:
         ("revision", "revision"),
         ("checkpoint_sha256", "checkpoint"),
         ("quantize", "quantized"),
-        ("quantize_scheme", "scheme"),
+        ("quantize_scheme", "quantization version"),
     ):
         if entry.get(key) is not None:
             parts.append(f"{label} {said(entry[key])[:12]}")

@@ -358,4 +358,4 @@ def test_an_int8_bundle_says_its_scheme_and_one_from_an_earlier_scheme_is_told_a
     assert done.all_matched and done.same_model
     earlier = reproduce(int8, rezipped(bundle, tmp_path / "scheme-1.zip", lambda m: m["model"].pop("quantize_scheme")))
     assert not earlier.same_model
-    assert any("quantized int8; this app runs" in note and "scheme 3" in note for note in earlier.notes)
+    assert any("quantized int8; this app runs" in note and "quantization version 3" in note for note in earlier.notes)

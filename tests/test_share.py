@@ -70,3 +70,15 @@ def test_the_pages_takes_carry_how_each_ended_into_a_bundle():
     ]}]}  # fmt: skip
     takes = extra_of(state, "[0] Hi.")["takes"][0]
     assert [(t["kept"], t["ended_by_model"]) for t in takes] == [(False, True), (True, False)]
+
+
+@pytest.mark.parametrize(
+    ("quantize", "said"), [(None, "with tiny."), ("int8-dynamic", "with tiny, quantized int8-dynamic.")]
+)
+def test_an_opened_session_names_its_model_and_its_int8_mode(quantize, said):
+    from studio.sessions import Session
+    from studio.ui.share_events import opened_note
+
+    session = Session(folder="", model={"id": "tiny", "quantize": quantize}, app={}, created="2026-11-26T12:00:00Z",
+                      voices=[], context=[], script=[], script_text="", settings={}, turns=[], timings={}, status={})  # fmt: skip
+    assert opened_note(session) == f"📂 Opened a session made 2026-11-26T12:00:00Z {said}"

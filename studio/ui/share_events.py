@@ -11,7 +11,7 @@ from studio.errors import InputError, user_message
 from studio.inputs import SAMPLE_RATE
 from studio.jobs import ONE_AT_A_TIME
 from studio.manifest import check_manifest
-from studio.reproduce import reproduce
+from studio.reproduce import reproduce, said
 from studio.sessions import Draft, Session, draft_bundle, open_session
 from studio.ui.conversation import new_turn
 from studio.ui.share import bundle_of_token, bundle_token, extra_of, page_state_of
@@ -71,7 +71,7 @@ class ShareEvents:
         count = min(max([SHOWN_CARDS, *(v.speaker + 1 for v in session.voices)]), MAX_CARDS)
         files = [take["path"] for turn in state["turns"] for take in turn["takes"]]
         keep, use_row, use_turn = self.offer_turns(state)
-        opened = f"📂 Opened a session made {session.created or 'at an unknown time'} with {session.model.get('id')}."
+        opened = opened_note(session)
         return [count, *self.cards_of(session, count), shown_button(ADD_SPEAKER, count < MAX_CARDS),
                 shown_button(REMOVE_SPEAKER, count > SHOWN_CARDS), *self.compose_of(session), self.conversation_of(session),
                 state, opened_draft(session), state["conversation"], opened, "",
@@ -123,3 +123,10 @@ class ShareEvents:
 def opened_draft(session: Session) -> Draft:
     """An opened session's own draft: a bundle made from the page now holds this session, its files as opened."""
     return Draft(session.manifest, {name: Path(session.folder) / name for name in check_manifest(session.manifest)})
+
+
+def opened_note(session: Session) -> str:
+    """The banner over an opened session: when, and with which model (and its int8 mode, which changes the audio)."""
+    quantized = session.model.get("quantize")
+    model = said(session.model.get("id")) + (f", quantized {said(quantized)}" if quantized else "")
+    return f"📂 Opened a session made {session.created or 'at an unknown time'} with {model}."
