@@ -82,3 +82,20 @@ def test_an_opened_session_names_its_model_and_its_int8_mode(quantize, said):
     session = Session(folder="", model={"id": "tiny", "quantize": quantize}, app={}, created="2026-11-26T12:00:00Z",
                       voices=[], context=[], script=[], script_text="", settings={}, turns=[], timings={}, status={})  # fmt: skip
     assert opened_note(session) == f"📂 Opened a session made 2026-11-26T12:00:00Z {said}"
+
+
+def test_a_reopened_turn_that_was_redone_offers_to_redo_with_the_redos_seed(tmp_path):
+    """After a Redo with a new seed, the page's turn (and its "Redo (seed …)") has the redo's seed; opened from a
+    bundle, it must too, though the manifest's turn seed stays the run's (reproduce generates from it)."""
+    import numpy as np
+    import soundfile as sf
+
+    from studio.sessions import session_turn
+    from studio.ui.share import turn_state_of
+
+    path = tmp_path / "take.wav"
+    sf.write(path, np.zeros(1920, np.float32), 24_000, subtype="PCM_16")
+    redone = {"speaker": 0, "text": "Hi.", "seed": 5, "takes": [{"seed": 9, "file": "a.wav", "kept": True}]}
+    assert turn_state_of(session_turn(0, redone, {"a.wav": str(path)}))["seed"] == 9
+    as_run = {"speaker": 0, "text": "Hi.", "seed": 5, "takes": [{"seed": 5, "file": "a.wav", "kept": True}]}
+    assert turn_state_of(session_turn(0, as_run, {"a.wav": str(path)}))["seed"] == 5

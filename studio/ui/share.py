@@ -89,7 +89,10 @@ def turn_state_of(turn: SessionTurn) -> dict:
         takes.append({"label": TAKE_LABELS[i], "path": take.path, "seconds": round(seconds, 3), "seed": take.seed,
                       "frames": round(seconds * 1000 / FRAME_MS), "ended_by_model": ended, "rating": take.rating})  # fmt: skip
         kept = i if take.kept else kept
-    return {"index": turn.index, "speaker": turn.speaker, "text": turn.text, "voice": turn.voice, "seed": turn.seed,
+    # The seed its takes were drawn with, as the page had it: a Redo's, where one replaced the run's takes (the
+    # manifest's turn seed stays the run's, which reproduce generates the session from).
+    seed = given[kept].seed if given and isinstance(given[kept].seed, int) else turn.seed
+    return {"index": turn.index, "speaker": turn.speaker, "text": turn.text, "voice": turn.voice, "seed": seed,
             "stopped": turn.partial, "kept": kept, "takes": takes, "order": list(range(len(takes))), "blind": False,
             "stale": None}  # fmt: skip
 
