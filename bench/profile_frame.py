@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.bench import FRAME_SECONDS, TEMPERATURE, TOPK, ensure_checkpoint, our_frames, prompt_parts, weight_bytes
+from csm.packing import PackedLinear
 from csm.quantize import QUANTIZE_CHOICES, DynamicInt8Linear, Int8Linear, refuse_quantize_here
 
 
@@ -37,17 +38,20 @@ class StageTimer:
         self._started: dict[int, float] = {}
         self.handles = []
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The time once the device has done what it was given."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
         return time.perf_counter()
 
     def hook(self, module: torch.nn.Module, bucket: str, nbytes: int = 0) -> None:
         def before(mod, args):
-            self._started[id(mod)] = self._now()
+            self._started[id(mod)] = self.now()
 
         def after(mod, args, output):
-            self.seconds[bucket] += self._now() - self._started.pop(id(mod))
+            self.seconds[bucket] += self.now() - self._started.pop(id(mod))
             self.bytes[bucket] += nbytes
 
         self.handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
@@ -63,10 +67,8 @@ class StageTimer:
 
 
 def products(model) -> list[torch.nn.Module]:
-    """Every module that is one weight product: the Linears, packed or int8, and each codebook head."""
-    from csm.packing import PackedLinear
-    from csm.quantize import DynamicInt8Linear
-
+    """Every module that is one weight product: the Linears, packed or int8, and each codebook head where the
+    heads are modules (packed or int8; a plain model multiplies by its `audio_head` tensor, not hooked)."""
     kinds = (torch.nn.Linear, PackedLinear, Int8Linear, DynamicInt8Linear)
     return [m for m in model.modules() if isinstance(m, kinds)]
 
@@ -126,15 +128,15 @@ class FrameProfile:
         torch.manual_seed(0)
         self.model.reset_caches()
         timer.reset()
-        started = timer._now()
+        started = timer.now()
         frame = self.prefill()
-        prefill_seconds = timer._now() - started
+        prefill_seconds = timer.now() - started
         per_frame = []
         for i in range(1, count):
             timer.reset()
-            started = timer._now()
+            started = timer.now()
             frame = self.step(frame, i)
-            per_frame.append((timer._now() - started, dict(timer.seconds), dict(timer.bytes)))
+            per_frame.append((timer.now() - started, dict(timer.seconds), dict(timer.bytes)))
         return prefill_seconds, per_frame
 
 
@@ -144,9 +146,9 @@ def read_bandwidth(device: torch.device, nbytes: int = 1 << 29, repeats: int = 5
     timer = StageTimer(device)
     times = []
     for _ in range(repeats + 1):  # the first one warms up
-        started = timer._now()
+        started = timer.now()
         buffer.sum()
-        times.append(timer._now() - started)
+        times.append(timer.now() - started)
     return nbytes / statistics.median(times[1:]) / 1e9
 
 
@@ -184,12 +186,13 @@ def print_profile(model, prompt_len: int, takes: int, figures: dict) -> None:
         f"real-time factor {frame / FRAME_SECONDS:.2f}); with the timing hooks: {total * 1e3:.1f} ms"
     )
     steps = model.num_codebooks - 1
+    heads_hooked = not isinstance(model.audio_head, torch.Tensor)
     rest = total - part["backbone"] - part["decoder"]
     rows = [
         ("backbone (1 step)", "backbone"), ("  attention", "backbone attention"), ("  MLP", "backbone MLP"),
         (f"decoder ({steps} steps)", "decoder"), ("  attention", "decoder attention"), ("  MLP", "decoder MLP"),
         ("rest: embeddings, heads, sampling, Python", None),
-        ("every weight product (Linears, heads)", "products"),
+        ("every weight product (Linears, heads)" if heads_hooked else "every Linear (the heads are a tensor)", "products"),
     ]  # fmt: skip
     for label, key in rows:
         seconds = part[key] if key else rest

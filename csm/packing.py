@@ -1,7 +1,7 @@
 """CPU weight packing: the model's Linears swapped for oneDNN-packed ones, ~1.5x faster batch-1 decode.
 
 Kept apart from csm.models, which is the plain model: packing is an inference-time optimisation
-that `csm.loading.load_model` applies (pack_weights=True) after the weights are in place.
+that `csm.loading.load_model` applies (pack_weights=True) to each weight as soon as it is read.
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def can_pack_linear(dtype: torch.dtype) -> bool:
     if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     try:
-        probe = nn.Linear(16, 8, bias=False, dtype=dtype)
-        x = torch.ones(2, 16, dtype=dtype)
+        # On the CPU whatever the default device (a cached False would stop packing for the process).
+        probe = nn.Linear(16, 8, bias=False, dtype=dtype, device="cpu")
+        x = torch.ones(2, 16, dtype=dtype, device="cpu")
         return torch.allclose(PackedLinear(probe.weight)(x).float(), probe(x).float(), atol=1e-2)
     except (RuntimeError, AttributeError):
         return False

@@ -326,3 +326,22 @@ def test_while_a_redo_runs_keep_and_rate_are_refused_not_lost():
     assert written == []  # not in the ratings table either
     with pytest.raises((IndexError, KeyError)):  # another session's click goes through (and reads the turns)
         TakeEvents.rated(page, last, 0, 1, "good", "fine", session="another session")
+
+
+def test_generate_is_usable_again_after_a_run_that_fails_as_after_one_that_ends():
+    """The button is busy from the click on; gradio's frontend follows a failed event (a full queue) with its
+    `.failure` listeners only, so both kinds of follower must give the button back."""
+    from studio.ui import build_app
+    from studio.ui.compose import GENERATE
+
+    app = build_app(Studio(TINY_MODEL, device="cpu"))
+    fns = list(app.fns.values())
+    button = next(block for block in app.blocks.values() if getattr(block, "elem_id", None) == "generate")
+    runs = [f for f in fns if getattr(f.fn, "__name__", "") == "generate" and f.api_visibility == "private"]
+    assert len(runs) == 1
+    clicked = next(f for f in fns if f._id == runs[0].trigger_after)
+    assert button in clicked.outputs  # the click itself makes it busy
+    followers = [f for f in fns if f.trigger_after == runs[0]._id and button in f.outputs]
+    assert sorted(f.trigger_only_on_failure for f in followers) == [False, True]
+    for follower in followers:
+        assert follower.fn() == {"__type__": "update", "value": GENERATE, "interactive": True}

@@ -145,6 +145,19 @@ def test_a_load_that_packs_tensor_by_tensor_gives_the_model_of_a_whole_load(fold
     assert torch.equal(streamed.codebook_logits(hidden, 1), whole.codebook_logits(hidden, 1))
 
 
+def test_the_packing_probe_answers_for_the_cpu_whatever_the_default_device():
+    """Its answer is cached for the process: asked first under another default device, it must not say False."""
+    can_pack_linear.cache_clear()
+    try:
+        with torch.device("meta"):
+            under_meta = can_pack_linear(torch.float32)
+        can_pack_linear.cache_clear()
+        assert under_meta == can_pack_linear(torch.float32)
+    finally:
+        can_pack_linear.cache_clear()
+
+
+@pytest.mark.skipif(not can_pack_linear(torch.float32), reason="this build has no oneDNN products")
 def test_a_cpu_load_packs_each_weight_before_reading_the_next(folder, monkeypatch):
     """The load's memory: never a plain Linear of the stacks in the model while the checkpoint is read (a
     whole plain load, then packing, would hold both layouts of many weights), and the packed ones grow."""

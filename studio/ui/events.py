@@ -223,12 +223,14 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         inputs = self.request_inputs
         outputs = self.generation_outputs
         # Generate looks busy from the click (queued or running) to the end: gradio runs an event once at a
-        # time, so a click meanwhile would be dropped without a word.
-        busy = lambda: gr.update(value=GENERATING, interactive=False)  # noqa: E731
+        # time, so a click meanwhile would be dropped without a word. Its frontend runs `.then` after a
+        # success only: a failure of gradio's own (a full queue) must make the button usable again too.
         idle = lambda: gr.update(value=GENERATE, interactive=True)  # noqa: E731
-        c.generate.click(self.arm, None, None, **UI_ONLY).then(busy, None, c.generate, **UI_ONLY).then(
+        run = c.generate.click(self.arm_generate, None, c.generate, **UI_ONLY).then(
             self.generate, inputs, outputs, **ONE_AT_A_TIME, **PRIVATE
-        ).then(idle, None, c.generate, **UI_ONLY)  # fmt: skip
+        )  # fmt: skip
+        run.then(idle, None, c.generate, **UI_ONLY)
+        run.failure(idle, None, c.generate, **UI_ONLY)
         c.stop.click(self.stop, None, None, **UI_ONLY)
         demo.unload(self.forget)
         r.reuse_seed.click(lambda last: last["seed"], self.last_result, c.seed, **UI_ONLY)
@@ -239,6 +241,11 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         """At the click, before the queue: Stop from now on stops this job."""
         self.stops.arm(request.session_hash)
         self.clicked[request.session_hash] = time.perf_counter()  # first audio counts from here, queue included
+
+    def arm_generate(self, request: gr.Request) -> dict:
+        """`arm`, and the button busy in the same round trip (so no second click slips in between)."""
+        self.arm(request)
+        return gr.update(value=GENERATING, interactive=False)
 
     def stop(self, request: gr.Request) -> None:
         self.stops.stop(request.session_hash)
