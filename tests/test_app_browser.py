@@ -443,9 +443,15 @@ def test_redo_a_middle_turn_keeps_the_turns_before_it(page):
     page.locator("#generate").click()
     page.locator("#result-turn-2").first.wait_for(timeout=90_000)
     before = [turn_audio(page, i) for i in range(3)]
+    # Generate is busy while the redo runs (a run queued behind it would escape a Stop meant for both).
+    page.evaluate("""() => { window.generateWasBusy = false; const button = document.querySelector('#generate');
+        new MutationObserver(() => { if (button.disabled) window.generateWasBusy = true; })
+            .observe(button, {attributes: true}); }""")  # fmt: skip
     page.locator("#result-turn-1").first.get_by_role("button", name="🔁 Redo (new seed)").click()
     page.wait_for_function("() => document.querySelector('#result-turn-2')?.innerText.includes('made with the old turn 2')",
                            timeout=90_000)  # fmt: skip
+    page.wait_for_function("() => !document.querySelector('#generate').disabled", timeout=15_000)
+    assert page.evaluate("() => window.generateWasBusy")
     after = [turn_audio(page, i) for i in range(3)]
     assert after[0] == before[0] and after[1] != before[1] and after[2] == before[2]
     page.get_by_role("button", name="⏩ Redo the rest (turns 3 on)").click()

@@ -28,6 +28,17 @@ TYPED_CHARS = 20 * MAX_TEXT_CHARS
 
 GENERATE, GENERATING = "▶ Generate", "Generating…"  # the button's label, and while a run is queued or going
 
+
+def generate_busy() -> dict:
+    """Generate while a run of the page's (a generation or a Redo) is queued or going: gradio runs an event once
+    at a time, so a click would be dropped without a word, and one queued behind a Redo would escape its Stop."""
+    return gr.update(value=GENERATING, interactive=False)
+
+
+def generate_idle() -> dict:
+    return gr.update(value=GENERATE, interactive=True)
+
+
 LINE_EXAMPLES = [
     "Hey, how are you doing today?",
     "Honestly, I have no idea, but it was really catchy.",

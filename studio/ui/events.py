@@ -21,7 +21,7 @@ from studio.service import Studio
 from studio.sessions import session_draft
 from studio.stops import StopSignals
 from studio.ui.check import CheckPanel, describe_detection
-from studio.ui.compose import COUNTER_JS, GENERATE, GENERATING, Compose
+from studio.ui.compose import COUNTER_JS, Compose, generate_busy, generate_idle
 from studio.ui.conversation import ConversationPanel, add_earlier_turn
 from studio.ui.library_events import LibraryEvents
 from studio.ui.result import ResultPanel, result_summary
@@ -222,15 +222,10 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         c, r = self.compose, self.result
         inputs = self.request_inputs
         outputs = self.generation_outputs
-        # Generate looks busy from the click (queued or running) to the end: gradio runs an event once at a
-        # time, so a click meanwhile would be dropped without a word. Its frontend runs `.then` after a
-        # success only: a failure of gradio's own (a full queue) must make the button usable again too.
-        idle = lambda: gr.update(value=GENERATE, interactive=True)  # noqa: E731
         run = c.generate.click(self.arm_generate, None, c.generate, **UI_ONLY).then(
             self.generate, inputs, outputs, **ONE_AT_A_TIME, **PRIVATE
         )  # fmt: skip
-        run.then(idle, None, c.generate, **UI_ONLY)
-        run.failure(idle, None, c.generate, **UI_ONLY)
+        self.give_generate_back(run)
         c.stop.click(self.stop, None, None, **UI_ONLY)
         demo.unload(self.forget)
         r.reuse_seed.click(lambda last: last["seed"], self.last_result, c.seed, **UI_ONLY)
@@ -243,9 +238,15 @@ class Page(LibraryEvents, TakeEvents, ShareEvents):
         self.clicked[request.session_hash] = time.perf_counter()  # first audio counts from here, queue included
 
     def arm_generate(self, request: gr.Request) -> dict:
-        """`arm`, and the button busy in the same round trip (so no second click slips in between)."""
+        """`arm`, and Generate busy in the same round trip (so no second click slips in between)."""
         self.arm(request)
-        return gr.update(value=GENERATING, interactive=False)
+        return generate_busy()
+
+    def give_generate_back(self, run) -> None:
+        """Generate usable again once `run` (a dependency) has ended. gradio's frontend follows an event with
+        `.then` after a success only: a failure of its own (a full queue) must give the button back too."""
+        for follow in (run.then, run.failure):
+            follow(generate_idle, None, self.compose.generate, **UI_ONLY)
 
     def stop(self, request: gr.Request) -> None:
         self.stops.stop(request.session_hash)

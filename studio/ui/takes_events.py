@@ -15,6 +15,7 @@ from studio.errors import user_message
 from studio.inputs import Line
 from studio.jobs import ONE_AT_A_TIME, Job
 from studio.ratings import Rating
+from studio.ui.compose import generate_busy
 from studio.ui.style import PRIVATE, UI_ONLY
 from studio.ui.result import result_summary
 from studio.ui.turns import keep_take, kept, rate, replace_turns, shown_conversation, take_path
@@ -103,13 +104,17 @@ class TakeEvents:
             yield from self.redo(data, request, k, same_seed, rest)
 
         inputs = self.request_inputs | {self.last_result}
-        button.click(self.arm_redo, None, None, **UI_ONLY).then(handler, inputs, self.generation_outputs,
-                                                                **ONE_AT_A_TIME, **PRIVATE)  # fmt: skip
+        run = button.click(self.arm_redo, None, self.compose.generate, **UI_ONLY).then(
+            handler, inputs, self.generation_outputs, **ONE_AT_A_TIME, **PRIVATE
+        )  # fmt: skip
+        self.give_generate_back(run)
 
-    def arm_redo(self, request: gr.Request) -> None:
-        """At a Redo's click: from now until it is done, a Keep or a rating would be undone by its result."""
+    def arm_redo(self, request: gr.Request) -> dict:
+        """At a Redo's click: from now until it is done, a Keep or a rating would be undone by its result, and
+        Generate is busy (a run queued behind the redo would start after a Stop meant for both)."""
         self.arm(request)
         self.redoing.add(request.session_hash)
+        return generate_busy()
 
     def redo_job(self, data: dict, k: int, same_seed: bool, rest: bool, session: str) -> Job:
         """Turn k (and with `rest` the turns after it) in the context of the voices, the conversation and
