@@ -2,7 +2,7 @@
 
     python -m bench.bench [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--frames N]
                           [--repeats R] [--small] [--json out.json] [--checkpoint-dir DIR]
-                          [--quantize int8|int8-dynamic]
+                          [--quantize int8|int8-dynamic] [--compile-decoder]
                           [--takes N]
 
 Nothing is downloaded. A random `CsmForConditionalGeneration` with CSM-1B's shapes (or, with
@@ -29,6 +29,11 @@ measures how far int8 moves the outputs (bench.accuracy: per-layer SNR, codebook
 agreement of greedy codes over 50 frames, and the codec's SNR one-shot and streamed). `--quantize int8-dynamic` does the
 same for int8 weights with int8 activations in the products after a norm (CPU with VNNI); the JSON
 keeps the names `ours_int8` and `int8_over_ours_*` for either, and `settings.quantize` says which.
+
+`--compile-decoder` adds a worker, ours with the depth decoder's step compiled by inductor
+(`load_model(..., compile_decoder=True)`, csm.compiling; CPU, float weights), in the same rotation: its
+ratios to transformers are `compiled_over_transformers_*`, to ours eager `compiled_over_ours_*`, its
+figures `ours_compiled` (with `compiled_decoder`: false if compiling failed and it fell back to eager).
 
 `--takes N` measures something else: ours alone, one generation of N takes of the turn against one
 take, in one worker, alternating (who goes first swaps every repeat). Each run is the generator's
@@ -269,6 +274,7 @@ class OursRunner:
     """Our Model, its production decode step (csm.frame_step: a CUDA graph on CUDA) and streaming Mimi."""
 
     quantize: str | None = None
+    compile_decoder = False
 
     def __init__(self, folder: str, device: torch.device, dtype: torch.dtype, prompt_seed: int):
         from csm import loading
@@ -276,7 +282,8 @@ class OursRunner:
         from csm.frame_step import FrameStep
 
         checkpoint = loading.resolve_checkpoint(folder)
-        self.model = loading.load_model(checkpoint, device=device, dtype=dtype, quantize=self.quantize)
+        self.model = loading.load_model(checkpoint, device=device, dtype=dtype, quantize=self.quantize,
+                                        compile_decoder=self.compile_decoder)  # fmt: skip
         self.model.setup_caches(1)
         self.step = FrameStep(self.model)
         codec_config, codec_state = loading.codec_weights(checkpoint)
@@ -290,8 +297,11 @@ class OursRunner:
         self.prompt_len = tokens.shape[1]
 
     def sizes(self, frames: int) -> dict:
+        from csm.compiling import decoder_is_compiled
+
         caches = [layer.attn.kv_cache for stack in (self.model.backbone, self.model.decoder) for layer in stack.layers]
         return dict(
+            compiled_decoder=decoder_is_compiled(self.model),  # False after a fallback to eager too
             weights_bytes=weight_bytes(self.model),
             codec_weights_bytes=weight_bytes(self.codec.model),  # int8 mode: Mimi's transformers too
             # Static: all max_seq_len slots are allocated up front, whatever the length.
@@ -417,6 +427,12 @@ class OursInt8DynamicRunner(OursRunner):
     quantize = "int8-dynamic"
 
 
+class OursCompiledRunner(OursRunner):
+    """Ours with the depth decoder's step compiled by inductor (`load_model(..., compile_decoder=True)`)."""
+
+    compile_decoder = True
+
+
 class OursTakesRunner(OursRunner):
     """Ours through csm.generator's whole pass (`Generator.stream_parts`): one prefill, N takes, Mimi for each."""
 
@@ -451,7 +467,7 @@ class OursTakesRunner(OursRunner):
 
 RUNNERS = {
     "ours": OursRunner, "transformers": TransformersRunner, "ours-int8": OursInt8Runner,
-    "ours-int8-dynamic": OursInt8DynamicRunner, "ours-takes": OursTakesRunner,
+    "ours-int8-dynamic": OursInt8DynamicRunner, "ours-takes": OursTakesRunner, "ours-compiled": OursCompiledRunner,
 }  # fmt: skip
 
 
@@ -572,7 +588,8 @@ class WorkerProcess:
 
 def measure(folder: Path, args, log_dir: Path) -> tuple[dict, str]:
     """Every worker's summary, and the device's name (as a worker sees it)."""
-    names = ["ours", "transformers", *([f"ours-{args.quantize}"] if args.quantize else [])]
+    names = ["ours", "transformers", *([f"ours-{args.quantize}"] if args.quantize else []),
+             *(["ours-compiled"] if args.compile_decoder else [])]  # fmt: skip
     workers, ready = {}, {}
     try:
         for name in names:  # one load at a time: at once, their peaks could exhaust a small machine's memory
@@ -682,6 +699,7 @@ def report(args, results: dict, device: str, accuracy: dict | None = None) -> di
         dtype=args.dtype, frames=args.frames, repeats=args.repeats, small=args.small, seed=args.seed,
         temperature=TEMPERATURE, topk=TOPK, batch_size=1, prompt_frames=prompt_length(),
         first_audio_frames=FIRST_AUDIO_FRAMES, frame_seconds=FRAME_SECONDS, quantize=args.quantize,
+        compile_decoder=args.compile_decoder,
     )  # fmt: skip
     data = dict(
         device=device,
@@ -704,6 +722,11 @@ def report(args, results: dict, device: str, accuracy: dict | None = None) -> di
         int8 = data["ours_int8"] = results[f"ours-{args.quantize}"]
         data["ratios"].update({f"int8_over_ours_{key}": value for key, value in side_ratios(int8, ours).items()})
         data["accuracy"] = accuracy
+    if args.compile_decoder:  # ours with the decoder step compiled, against transformers and against ours eager
+        compiled = data["ours_compiled"] = results["ours-compiled"]
+        compiled["compiled_decoder"] = compiled["memory"]["compiled_decoder"]
+        data["ratios"].update({f"compiled_over_transformers_{k}": v for k, v in side_ratios(compiled, theirs).items()})
+        data["ratios"].update({f"compiled_over_ours_{k}": v for k, v in side_ratios(compiled, ours).items()})
     return data
 
 
@@ -872,6 +895,33 @@ def print_table(data: dict) -> None:
     print_rows(("", "ours", "transformers", "ours/transformers"), rows)
     if "ours_int8" in data:
         print_int8_table(data)
+    if "ours_compiled" in data:
+        print_compiled_table(data)
+
+
+def print_compiled_table(data: dict) -> None:
+    """Ours with the decoder step compiled, against transformers and against ours eager, same run."""
+    compiled, ours, theirs, r = data["ours_compiled"], data["ours"], data["transformers"], data["ratios"]
+
+    def row(label: str, key: str, ratio: str | None, digits: int = 3) -> tuple[str, ...]:
+        shown = [f"{side[key]:.{digits}f}" for side in (compiled, ours, theirs)]
+        ratios = [f"{r[f'compiled_over_{peer}_{ratio}']:.2f}x" if ratio else "" for peer in ("ours", "transformers")]
+        return label, *shown, *ratios
+
+    rows = [
+        row("decode frames/s", "frames_per_second", "frames_per_second"),
+        row("decode frames/s from the median frame", "frames_per_second_from_median_frame",
+            "frames_per_second_from_median_frame"),
+        row("decode frames/s from the fastest frame", "frames_per_second_from_fastest_frame",
+            "frames_per_second_from_fastest_frame"),
+        row("time to first audio s", "time_to_first_audio_seconds", "time_to_first_audio"),
+        row("load s (compiling included)", "load_seconds", None, 1),
+        ("peak memory GB", *(gb(side["peak_memory_bytes"]) for side in (compiled, ours, theirs)),
+         f"{r['compiled_over_ours_peak_memory']:.2f}x", f"{r['compiled_over_transformers_peak_memory']:.2f}x"),
+    ]  # fmt: skip
+    state = "compiled" if compiled["compiled_decoder"] else "NOT compiled (it fell back to eager: see its log)"
+    print(f"\nours with the depth decoder's step {state}, against ours eager and transformers, same run")
+    print_rows(("", "ours compiled", "ours eager", "transformers", "compiled/ours", "compiled/transformers"), rows)
 
 
 def print_int8_table(data: dict) -> None:
@@ -933,6 +983,11 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES,
                         help="also run ours with int8 weights (int8-dynamic: and int8 activations), and its accuracy")  # fmt: skip
+    parser.add_argument(
+        "--compile-decoder",
+        action="store_true",
+        help="also run ours with the depth decoder's step compiled by inductor (CPU, float dtypes)",
+    )
     parser.add_argument("--accuracy-frames", type=int, default=50, help="greedy frames compared (--quantize)")
     parser.add_argument("--takes", type=int, help="instead: ours alone, N takes of a turn in one pass against 1 take")
     parser.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
@@ -948,6 +1003,15 @@ def parse_args(argv=None):
         parser.error(f"--takes must be from 2 to {MAX_TAKES}")
     if args.takes and args.quantize:
         parser.error("--takes measures ours in --dtype only: leave out --quantize")
+    if args.compile_decoder:
+        from csm.compiling import check_compile_decoder
+
+        try:
+            check_compile_decoder(torch.device(args.device), getattr(torch, args.dtype), None)
+        except ValueError as e:
+            parser.error(f"--compile-decoder: {e}")
+        if args.takes:
+            parser.error("--takes measures ours in --dtype only: leave out --compile-decoder")
     return args
 
 

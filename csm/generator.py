@@ -322,30 +322,33 @@ class Generator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading, cached: a second call for the same (repo, revision, device, dtype, quantize) is free.
+# Loading, cached: a second call for the same (repo, revision, device, dtype, quantize, compiling) is free.
 
 _generators: dict[tuple, Generator] = {}
 _generators_lock = threading.Lock()
 
 
 def load_csm_1b(device=None, repo_id: str = "sesame/csm-1b", revision: str | None = None, token: str | None = None,
-                dtype: torch.dtype | None = None, quantize: str | None = None) -> Generator:  # fmt: skip
+                dtype: torch.dtype | None = None, quantize: str | None = None,
+                compile_decoder: bool = False) -> Generator:  # fmt: skip
     """The generator for a checkpoint; `quantize="int8"` loads int8 weights, "int8-dynamic" int8 activations
-    too (csm.loading.load_model)."""
+    too; `compile_decoder` compiles the depth decoder's step on the CPU (csm.loading.load_model)."""
     quantize = check_quantize(quantize)
     device = loading.resolve_device(device)
     check_quantize(quantize, device)
     dtype = dtype or loading.default_dtype(device)
-    key = (str(repo_id), revision, str(device), dtype, quantize)
+    key = (str(repo_id), revision, str(device), dtype, quantize, compile_decoder)
     with _generators_lock:
         if key not in _generators:
-            _generators[key] = _build_generator(str(repo_id), revision, token, device, dtype, quantize)
+            _generators[key] = _build_generator(str(repo_id), revision, token, device, dtype, quantize, compile_decoder)
         return _generators[key]
 
 
-def _build_generator(repo_id, revision, token, device, dtype, quantize) -> Generator:
+def _build_generator(repo_id, revision, token, device, dtype, quantize, compile_decoder=False) -> Generator:
     checkpoint = resolve_checkpoint(repo_id, revision=revision, token=token)
-    model = loading.load_model(checkpoint, device=device, dtype=dtype, quantize=quantize)
+    model = loading.load_model(
+        checkpoint, device=device, dtype=dtype, quantize=quantize, compile_decoder=compile_decoder
+    )
     tokenizer_file = checkpoint.other_file("tokenizer.json")
     tokenizer = TextTokenizer.from_pretrained(tokenizer_file.parent if tokenizer_file else repo_id, token=token)
     carried = loading.codec_weights(checkpoint)
@@ -359,7 +362,10 @@ def _build_generator(repo_id, revision, token, device, dtype, quantize) -> Gener
     weights = {"int8": ", int8 weights", "int8-dynamic": ", int8 weights and int8 activations after norms"}.get(
         quantize, ""
     )
-    return Generator(model, tokenizer, codec, description=_describe(checkpoint) + weights)
+    from csm.compiling import decoder_is_compiled  # torch._dynamo: imported only where it is asked for
+
+    compiled = ", depth decoder compiled" if decoder_is_compiled(model) else ""  # not if compiling failed
+    return Generator(model, tokenizer, codec, description=_describe(checkpoint) + weights + compiled)
 
 
 def _describe(checkpoint: Checkpoint) -> str:

@@ -294,7 +294,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bool = True,
-               quantize: str | None = None) -> Model:  # fmt: skip
+               quantize: str | None = None, compile_decoder: bool = False) -> Model:  # fmt: skip
     """The model on `device` in `dtype` (default: `default_dtype(device)`).
 
     `quantize="int8"`: int8 weights with one scale per output channel for the transformer Linears, the
@@ -303,12 +303,18 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     of those products quantized to 8 bits per row at run time (faster, one more rounding). Otherwise, on
     the CPU, `pack_weights` pre-packs the Linears for oneDNN (csm.packing.pack_linear_weights: ~1.5x faster
     decode); pass False for the plain layout. Both are made tensor by tensor as the checkpoint is read, so
-    the plain model is never whole in memory beside them.
+    the plain model is never whole in memory beside them. `compile_decoder=True` (CPU, float weights):
+    the depth decoder's step compiled by inductor instead of packed (csm.compiling: faster frames, other
+    bits than eager's, a C++ compiler needed; it falls back to the packed decoder if compiling fails).
     """
     quantize = check_quantize(quantize)  # before any weight is read
     device = resolve_device(device)
     check_quantize(quantize, device)
     dtype = dtype or default_dtype(device)
+    if compile_decoder:
+        from csm.compiling import check_compile_decoder
+
+        check_compile_decoder(device, dtype, quantize)
     with torch.device("meta"):
         model = Model(checkpoint.args)  # no memory: every parameter is assigned from the checkpoint
     source = TensorSource(checkpoint.weight_files)
@@ -319,12 +325,16 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     )
     if quantize:
         _assign_converting(model, tensors, lambda: quantize_int8(model, dynamic=quantize == "int8-dynamic"))
-    elif pack_weights and device.type == "cpu":
-        _assign_converting(model, tensors, lambda: pack_linear_weights(model))
+    elif (pack_weights or compile_decoder) and device.type == "cpu":
+        _assign_converting(model, tensors, lambda: pack_linear_weights(model, decoder=not compile_decoder))
     else:
         model.load_state_dict(dict(tensors), strict=True, assign=True)
     del source, tensors  # unmaps the files
     model.eval().requires_grad_(False)
+    if compile_decoder:
+        from csm.compiling import compile_decoder as compile_step
+
+        compile_step(model)
     release_freed_memory()
     return model
 

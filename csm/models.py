@@ -224,7 +224,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(args) for _ in range(args.num_layers))
         self.norm = RMSNorm(args.embed_dim, args.norm_eps)
         self.cache_len = 0
-        self.attend_written_only = True  # CPU: see forward; tests switch it off to compare with the plain path
+        self.attend_written_only = True  # CPU: see forward; off in tests (the plain path) and csm.compiling
 
     def setup_cache(self, batch_size: int, max_seq_len: int, dtype, device) -> None:
         for layer in self.layers:
@@ -373,13 +373,16 @@ class Model(nn.Module):
             return hidden @ self.audio_head[codebook - 1]
         return self.audio_head(hidden, codebook - 1)  # packed or int8 heads (csm.packing, csm.quantize)
 
+    def decoder_step(self, inputs: Tensor, positions: Tensor) -> Tensor:
+        """Inputs [B, S, D] at decoder positions [B, S] -> the last one's state [B, D_dec]; see csm.compiling."""
+        return self.decoder(self.projection(inputs), positions)[:, -1]
+
     @torch.inference_mode()
     def generate_frame(
         self, tokens: Tensor, tokens_mask: Tensor, input_pos: Tensor, temperature: float, topk: int
     ) -> Tensor:
         """Feed frames [B, S, N+1] at input_pos [B, S]; sample the next frame's N codebooks -> [B, N]."""
-        last = self.backbone_hidden(tokens, tokens_mask, input_pos)[:, -1]
-        return self.sample_frame(last, temperature, topk)
+        return self.sample_frame(self.backbone_hidden(tokens, tokens_mask, input_pos)[:, -1], temperature, topk)
 
     def sample_frame(self, last: Tensor, temperature: float, topk: int) -> Tensor:
         """Codebook 0 from the backbone state [B, D], then codebooks 1..N-1 from the depth decoder."""
@@ -389,7 +392,7 @@ class Model(nn.Module):
         decoder_input = torch.cat([last.unsqueeze(1), self.embed_audio(0, code)], dim=1)
         positions = torch.arange(2, device=last.device).expand(last.shape[0], -1)
         for i in range(1, self.num_codebooks):
-            hidden = self.decoder(self.projection(decoder_input), positions)[:, -1]
+            hidden = self.decoder_step(decoder_input, positions)
             code = sample_topk(self.codebook_logits(hidden, i), topk, temperature)
             codes.append(code)
             decoder_input = self.embed_audio(i, code)

@@ -173,7 +173,7 @@ def settings(value, where: str) -> dict:
 
 def model(value, where: str) -> dict:
     f = Fields(value, where)
-    for key in ("revision", "checkpoint_sha256", "device", "dtype", "quantize"):
+    for key in ("revision", "checkpoint_sha256", "device", "dtype", "quantize", "decoder"):
         f.get(key, text, optional=True)
     f.get("quantize_scheme", whole(1, 1000), optional=True)
     return {"id": f.get("id", text)}
@@ -285,8 +285,16 @@ def model_entry(studio) -> dict:
         "dtype": str(generator.model.dtype).removeprefix("torch."),
         "quantize": studio.quantize,
         "quantize_scheme": quantize_scheme(studio.quantize),  # what the quantization covered then
+        "decoder": decoder_path(generator.model),
         "watermark": {"on": bool(studio.watermark), "message": studio.watermark_message},
     }
+
+
+def decoder_path(model) -> str:
+    """How the depth decoder's steps ran: "compiled" (csm.compiling) or "eager"; their last bits differ."""
+    from csm.compiling import decoder_is_compiled
+
+    return "compiled" if decoder_is_compiled(model) else "eager"
 
 
 def hub_revision(repo_id: str) -> str | None:

@@ -26,7 +26,7 @@ from studio.service import Voice
 from studio.sessions import Session, SessionTurn, first_chunk_frames_of, open_session
 
 SAME_MODEL = ("id", "revision", "checkpoint_sha256", "quantize", "quantize_scheme")
-SAME_DEVICE_AND_DTYPE = ("device", "dtype")
+SAME_DEVICE_AND_DTYPE = ("device", "dtype", "decoder")  # the arithmetic: bit-identical only when all agree
 MAX_PRESET_ID = 64  # characters, as the API takes them
 MAX_TURN_SAMPLES = MAX_SECONDS_LIMIT * SAMPLE_RATE + 1  # a turn is at most 60 s; a frame's rounding to spare
 
@@ -62,7 +62,7 @@ class Reproduction:
     result: Result  # the new run: result.audio_path is the conversation (or the one turn), result.turn_paths each turn
     turns: list[TurnMatch]
     same_model: bool  # id, Hub revision or checkpoint hash, quantization
-    same_device_and_dtype: bool
+    same_device_and_dtype: bool  # and the decoder's path, compiled or eager
     same_watermark: bool
     here: dict  # this app's model entry, as a manifest would say it
     notes: list[str]  # each difference between the bundle's setup and this one, in a sentence
@@ -73,7 +73,7 @@ class Reproduction:
 
     def report(self) -> dict:
         """What /reproduce answers: plain JSON."""
-        shown_model = ("id", "revision", "device", "dtype", "quantize")
+        shown_model = ("id", "revision", "device", "dtype", "quantize", "decoder")
         return {
             "all_matched": self.all_matched,
             "same_model": self.same_model,
@@ -104,7 +104,8 @@ def reproduce(studio, path, session_hash: str | None = None) -> Reproduction:
     for match, report in zip(turns, result.turns):
         match.seed = report.seed
     here = model_entry(studio)
-    same = {name: all(session.model.get(k) == here.get(k) for k in keys)
+    there = {**session.model, "decoder": session.model.get("decoder") or "eager"}  # before it was said: eager
+    same = {name: all(there.get(k) == here.get(k) for k in keys)
             for name, keys in (("model", SAME_MODEL), ("device", SAME_DEVICE_AND_DTYPE), ("watermark", ["watermark"]))}  # fmt: skip
     notes = differences(session, here, same)
     return Reproduction(session, result, turns, same["model"], same["device"], same["watermark"], here, notes)
@@ -182,8 +183,9 @@ def differences(session: Session, here: dict, same: dict) -> list[str]:
         )
     if not same["device"]:
         notes.append(
-            f"The session was made on {said(there.get('device'))} in {said(there.get('dtype'))}, this app runs on "
-            f"{here['device']} in {here['dtype']}: bit-identical audio is promised only on the same device and dtype."
+            f"The session was made on {said(there.get('device'))} in {said(there.get('dtype'))}"
+            f"{decoder_said(there)}, this app runs on {here['device']} in {here['dtype']}{decoder_said(here)}: "
+            "bit-identical audio is promised only on the same device and dtype, with the same decoder path."
         )
     if not same["watermark"]:
         notes.append(
@@ -222,6 +224,11 @@ def model_said(entry: dict) -> str:
         if entry.get(key) is not None:
             parts.append(f"{label} {said(entry[key])[:12]}")
     return ", ".join(parts)
+
+
+def decoder_said(entry: dict) -> str:
+    """ ", its depth decoder compiled" where it was (csm.compiling), else nothing: eager is the default."""
+    return ", its depth decoder compiled" if entry.get("decoder") == "compiled" else ""
 
 
 def watermark_said(entry) -> str:

@@ -41,8 +41,9 @@ class Studio(Requests):
 
     def __init__(self, model=DEFAULT_MODEL, device=None, presets: PresetLibrary | None = None, dtype=None,
                  watermark: bool = True, watermark_message: int = DEFAULT_MESSAGE, quantize=None,
-                 asr_model: str | None = None):  # fmt: skip
+                 asr_model: str | None = None, compile_decoder: bool = False):  # fmt: skip
         self.model_name, self.quantize = model, quantize
+        self.compile_decoder = compile_decoder  # CPU: the depth decoder's step compiled (csm.compiling)
         self.asr_choice = asr_model  # None: the device's default (studio/asr.py), the tiny one with a tiny model
         self.watermark, self.watermark_message = watermark, watermark_message
         self.watermark_key: dict | None = None  # load_watermarker's arguments, once it has loaded
@@ -67,7 +68,8 @@ class Studio(Requests):
                 from csm.tiny import tiny_checkpoint_dir
 
                 repo_id = str(tiny_checkpoint_dir())
-            self.model_key = {"repo_id": repo_id, "device": self.device, "dtype": self.dtype, "quantize": self.quantize}
+            self.model_key = {"repo_id": repo_id, "device": self.device, "dtype": self.dtype, "quantize": self.quantize,
+                              "compile_decoder": self.compile_decoder}  # fmt: skip
             started = time.perf_counter()
             self.generator = load_csm_1b(**self.model_key)
             log.info("Loaded %s in %.1f s", self.description, time.perf_counter() - started)

@@ -288,6 +288,27 @@ def test_int8_weights_are_one_option_away(monkeypatch):
     assert result.turns[0].frames > 0
 
 
+def test_compiling_the_decoder_is_one_option_away_and_refused_where_it_does_not_apply(monkeypatch, capsys):
+    assert cli.parse_args([]).compile_decoder is False
+    assert cli.parse_args(["--compile-decoder"]).compile_decoder is True
+    monkeypatch.setenv("CSM_STUDIO_COMPILE_DECODER", "1")
+    args = cli.parse_args(["--model", "tiny", "--device", "cpu"])
+    monkeypatch.setattr(Studio, "load", lambda self: self)  # what start_studio hands over, not a load
+    assert args.compile_decoder is True and cli.start_studio(args).compile_decoder is True
+    for bad, said in (
+        (["--quantize", "int8"], "for float weights, not int8 ones"),
+        (["--dtype", "float16"], "not float16"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            cli.parse_args(["--device", "cpu", *bad])
+        message = capsys.readouterr().err
+        assert (
+            refused.value.code == 2
+            and "--compile-decoder: compiling the decoder step is" in message
+            and said in message
+        )
+
+
 def test_a_run_whose_takes_are_blind_streams_nothing_into_the_live_player():
     """Streamed, the live player plays take A as it comes, which would tell it from the other takes."""
     from types import SimpleNamespace

@@ -1,5 +1,5 @@
-"""The benchmark (bench/bench.py) runs end to end in its small form, with --quantize int8 and in its --takes
-mode, and reports every figure.
+"""The benchmark (bench/bench.py) runs end to end in its small form, with --quantize int8 and --compile-decoder,
+and in its --takes mode, and reports every figure.
 
 Timings are not tests: nothing here asserts on speed, only that the run completes, counts the
 frames it was asked for, and writes every field as a positive number.
@@ -19,7 +19,7 @@ from csm.packing import can_pack_linear
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 3
-SIDES = ("ours", "transformers", "ours_int8")
+SIDES = ("ours", "transformers", "ours_int8", "ours_compiled")
 POSITIVE_FIGURES = (
     "frames_per_second", "frames_per_second_from_median_frame", "median_frame_seconds",
     "frames_per_second_from_fastest_frame", "fastest_frame_seconds", "real_time_factor",
@@ -41,8 +41,9 @@ def run_bench(out: Path, *options: str) -> tuple[str, dict]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
-    printed, data = run_bench(tmp_path_factory.mktemp("bench") / "bench.json", "--repeats", "1", "--quantize", "int8")
-    assert "decode frames/s" in printed and "ours int8" in printed  # the tables were printed
+    options = ("--repeats", "1", "--quantize", "int8", "--compile-decoder")
+    printed, data = run_bench(tmp_path_factory.mktemp("bench") / "bench.json", *options)
+    assert "decode frames/s" in printed and "ours int8" in printed and "ours compiled" in printed  # the tables
     return data
 
 
@@ -55,7 +56,7 @@ def test_report_describes_the_run(report):
     assert settings["frames"] == FRAMES and settings["repeats"] == 1 and settings["small"] is True
     assert settings["dtype"] == str(default_dtype(torch.device("cpu"))).removeprefix("torch.")  # csm's default
     assert settings["batch_size"] == 1
-    assert settings["prompt_frames"] == 312 and settings["quantize"] == "int8"
+    assert settings["prompt_frames"] == 312 and settings["quantize"] == "int8" and settings["compile_decoder"]
     for side in SIDES:
         assert report[side]["threads"] >= 1
 
@@ -79,7 +80,7 @@ def test_every_figure_is_positive_and_frames_are_counted(report, side):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("side", ["ours", "ours_int8"])
+@pytest.mark.parametrize("side", ["ours", "ours_int8", "ours_compiled"])
 def test_ours_also_reports_first_audio_with_the_context_clips_already_cached(report, side):
     ours = report[side]
     assert ours["time_to_first_audio_context_cached_seconds"] > 0
@@ -104,7 +105,8 @@ def test_both_sides_run_the_same_weights_and_ratios_are_reported(report):
         "peak_memory",
     }
     before = {"time_to_first_audio_against_transformers_frames_before"} if FIRST_CHUNK_FRAMES != 2 else set()
-    assert set(report["ratios"]) == ratios | {f"int8_over_ours_{name}" for name in ratios} | before
+    compiled = {f"compiled_over_{peer}_{name}" for peer in ("ours", "transformers") for name in ratios}
+    assert set(report["ratios"]) == ratios | {f"int8_over_ours_{name}" for name in ratios} | compiled | before
     assert report["ratios"]["frames_per_second"] == pytest.approx(
         ours["frames_per_second"] / theirs["frames_per_second"]
     )
@@ -114,7 +116,18 @@ def test_both_sides_run_the_same_weights_and_ratios_are_reported(report):
     assert report["ratios"]["int8_over_ours_peak_memory"] == pytest.approx(
         report["ours_int8"]["peak_memory_bytes"] / ours["peak_memory_bytes"]
     )
+    assert report["ratios"]["compiled_over_transformers_frames_per_second_from_median_frame"] == pytest.approx(
+        report["ours_compiled"]["frames_per_second_from_median_frame"] / theirs["frames_per_second_from_median_frame"]
+    )
     assert all(v > 0 for v in report["ratios"].values())
+
+
+def test_the_compiled_side_says_whether_it_compiled_and_runs_the_same_weights(report):
+    from tests.test_compiling import has_cpp_compiler
+
+    compiled, ours = report["ours_compiled"], report["ours"]
+    assert compiled["compiled_decoder"] is has_cpp_compiler() and ours["memory"]["compiled_decoder"] is False
+    assert compiled["weights_bytes"] == ours["weights_bytes"]  # plain or packed: the same bytes of weights
 
 
 def test_int8_weights_are_smaller_and_its_accuracy_is_reported(report):

@@ -359,3 +359,24 @@ def test_an_int8_bundle_says_its_scheme_and_one_from_an_earlier_scheme_is_told_a
     earlier = reproduce(int8, rezipped(bundle, tmp_path / "scheme-1.zip", lambda m: m["model"].pop("quantize_scheme")))
     assert not earlier.same_model
     assert any("quantized int8; this app runs" in note and "quantization version 3" in note for note in earlier.notes)
+
+
+@pytest.mark.slow
+def test_a_session_whose_decoder_ran_compiled_is_said_and_one_that_says_nothing_ran_eager(studio, bundle, tmp_path):
+    """Compiled decoder steps round differently (csm.compiling): bit-identical audio is not promised across paths.
+    Bundles from before the manifest said which path ran are eager ones."""
+
+    def compiled(manifest):
+        manifest["model"]["decoder"] = "compiled"
+
+    done = reproduce(studio, rezipped(bundle, tmp_path / "compiled.zip", compiled))
+    assert done.all_matched and done.same_model and not done.same_device_and_dtype  # this bundle ran eager really
+    [note] = done.notes
+    assert ", its depth decoder compiled, this app runs on cpu in " in note and "with the same decoder path" in note
+    assert done.report()["bundle_model"]["decoder"] == "compiled" and done.report()["model"]["decoder"] == "eager"
+
+    def older(manifest):
+        del manifest["model"]["decoder"]
+
+    done = reproduce(studio, rezipped(bundle, tmp_path / "older.zip", older))
+    assert done.all_matched and done.same_device_and_dtype and done.notes == []

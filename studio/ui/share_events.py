@@ -11,7 +11,7 @@ from studio.errors import InputError, user_message
 from studio.inputs import SAMPLE_RATE
 from studio.jobs import ONE_AT_A_TIME
 from studio.manifest import check_manifest
-from studio.reproduce import reproduce, said
+from studio.reproduce import decoder_said, reproduce, said
 from studio.sessions import Draft, Session, draft_bundle, open_session
 from studio.ui.conversation import new_turn
 from studio.ui.share import bundle_of_token, bundle_token, extra_of, page_state_of
@@ -126,7 +126,9 @@ def opened_draft(session: Session) -> Draft:
 
 
 def opened_note(session: Session) -> str:
-    """The banner over an opened session: when, and with which model (and its int8 mode, which changes the audio)."""
+    """The banner over an opened session: when, and with which model (its int8 mode and a compiled decoder change
+    the audio)."""
     quantized = session.model.get("quantize")
     model = said(session.model.get("id")) + (f", quantized {said(quantized)}" if quantized else "")
+    model += decoder_said(session.model)
     return f"📂 Opened a session made {session.created or 'at an unknown time'} with {model}."
