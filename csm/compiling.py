@@ -1,15 +1,16 @@
-"""CPU, opt-in: the depth decoder's step compiled by inductor, about 10 % faster bf16 frames than packed eager.
+"""CPU, opt-in: the depth decoder's step compiled by inductor, about 10 % faster bf16 frames than eager.
 
 A frame runs the depth decoder 31 times, and between its weight products sit dozens of small ops
 (norms, rope, residual adds, SiLU) whose dispatch costs about a sixth of the frame (bench/RESULTS.md).
-Inductor fuses them into C++ loops; with freezing it prepacks the weights for oneDNN as csm.packing
-does, and with its C++ wrapper a step is one call instead of a Python graph.
+Inductor fuses them into C++ loops, and with its C++ wrapper a step is one call instead of a Python
+graph. The products stay oneDNN's, on csm.packing's packed weights: with freezing, inductor takes
+them as constants as they are, so no second copy of the weights is made (about 0.1 GB more in all).
 
 Why opt-in (`load_model(..., compile_decoder=True)`): the fused ops round differently, so its codes
 differ from eager's for the same seed (a session records which made it); it needs a C++ compiler at
 run time; and compiling takes 10 to 30 s at load, and again the first time each number of takes is
-asked for. If compiling or running the compiled step fails, for any reason, the decoder is packed
-as by default and runs eagerly from then on, with one log line: the model is then the default one.
+asked for. If compiling or running the compiled step fails, for any reason, the step runs eagerly
+from then on, with one log line: the model is then the default one.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import torch
 from torch import Tensor
 
 from csm.models import Model
-from csm.packing import pack_linear_weights
 
 log = logging.getLogger("csm")
 
-# freezing: the weights become constants that inductor prepacks; cpp_wrapper: a step is one C++ call.
+# freezing: the weights are constants (inductor lowers oneDNN's packed products only so); cpp_wrapper: one
+# C++ call per step.
 INDUCTOR_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 # One compiled graph per (takes, first step or not, cache rows): 1 to 4 takes make up to 10 of them.
 RECOMPILE_LIMIT = 16
@@ -53,12 +54,11 @@ class CompiledDecoderStep:
         return Model.decoder_step(self.model, inputs, positions)
 
     def give_up(self, error: Exception) -> None:
-        """From now on the model is the default one: packed decoder, attending over the written slots."""
+        """From now on the model is the default one: eager steps, attending over the written slots only."""
         log.warning("Compiling the depth decoder's step failed (%s: %s); it runs eagerly from now on",
                     type(error).__name__, str(error).strip().splitlines()[0][:300] if str(error).strip() else "")  # fmt: skip
         self.failed = True
         self.model.decoder.attend_written_only = True
-        pack_linear_weights(self.model)  # the decoder's Linears and the projection, left plain for compiling
         del self.model.decoder_step  # the model's own method again
 
 
@@ -75,9 +75,9 @@ def check_compile_decoder(device: torch.device, dtype: torch.dtype, quantize: st
 
 
 def compile_decoder(model: Model) -> bool:
-    """Install the compiled decoder step on a CPU model loaded with a plain decoder and compile it now for
-    one take (both shapes: the first step's two positions and the later steps' one). Returns whether it
-    compiled; if not, the model is left as a default packed one (see CompiledDecoderStep.give_up)."""
+    """Install the compiled decoder step on a CPU model and compile it now for one take (both shapes: the
+    first step's two positions and the later steps' one). Returns whether it compiled; if not, the model is
+    left as it was (see CompiledDecoderStep.give_up)."""
     import torch._dynamo.config  # here, not at the top: importing them takes a second or two
     import torch._inductor.config
 

@@ -1,12 +1,11 @@
 """The CSM model in plain PyTorch: a Llama-3.2 backbone over frames and a small depth decoder.
 
-A frame has `num_codebooks + 1` columns: the audio codebooks, then one text token. A mask says
-which columns are present; the embeddings of the present columns are summed into one vector per
-frame. The backbone reads frames and predicts codebook 0 of the next frame; the depth decoder
-then predicts codebooks 1..N-1 of that frame, one per step, from the projected backbone state.
-
-The public API (`Model`, `ModelArgs`, `setup_caches`, `reset_caches`, `generate_frame`) matches the
-SesameAILabs/csm reference. `csm.loading` loads weights (`from_pretrained`).
+A frame has `num_codebooks + 1` columns: the audio codebooks, then one text token. A mask says which
+columns are present; the embeddings of the present columns are summed into one vector per frame. The
+backbone reads frames and predicts codebook 0 of the next frame; the depth decoder then predicts
+codebooks 1..N-1 of that frame, one per step, from the projected backbone state. The public API
+(`Model`, `ModelArgs`, `setup_caches`, `reset_caches`, `generate_frame`) matches the SesameAILabs/csm
+reference. `csm.loading` loads weights (`from_pretrained`).
 """
 
 from __future__ import annotations
@@ -302,13 +301,12 @@ class Model(nn.Module):
         self.cache_epoch = 0  # +1 per cache set-up or reset: tells the generator the KV it kept may be gone
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, revision=None, device=None, dtype=None, token=None,
-                        quantize: str | None = None) -> "Model":  # fmt: skip
-        """Load a checkpoint (Hub repo id or local folder) in either layout; `quantize`: see csm.quantize."""
+    def from_pretrained(cls, name_or_path: str, revision=None, token=None, **options) -> "Model":
+        """Load a checkpoint (Hub repo id or local folder) in either layout. `options`: csm.loading.load_model's
+        (device, dtype, quantize, compile_decoder)."""
         from csm import loading
 
-        checkpoint = loading.resolve_checkpoint(name_or_path, revision=revision, token=token)
-        return loading.load_model(checkpoint, device=device, dtype=dtype, quantize=quantize)
+        return loading.load_model(loading.resolve_checkpoint(name_or_path, revision=revision, token=token), **options)
 
     @property
     def device(self) -> torch.device:
@@ -323,7 +321,11 @@ class Model(nn.Module):
         return self.config.backbone.max_seq_len
 
     def setup_caches(self, max_batch_size: int) -> None:
-        """Allocate the KV caches: the backbone holds max_seq_len frames, the decoder one frame's codebooks."""
+        """Allocate the KV caches: the backbone holds max_seq_len frames, the decoder one frame's codebooks. With
+        as many rows as now, the same tensors are zeroed instead: a compiled step (csm.compiling) keeps them."""
+        kv = self.backbone.layers[0].attn.kv_cache
+        if kv is not None and kv.k.shape[0] == max_batch_size:
+            return self.reset_caches()
         self.backbone.setup_cache(max_batch_size, self.max_seq_len, self.dtype, self.device)
         self.decoder.setup_cache(max_batch_size, self.num_codebooks, self.dtype, self.device)
         self.cache_epoch += 1
@@ -361,9 +363,8 @@ class Model(nn.Module):
 
     def decoder_logits(self, backbone_last: Tensor, codes: Tensor) -> Tensor:
         """Teacher-forced depth decoder: logits [B, N-1, V] for codebooks 1..N-1 given codes [B, N]."""
-        batch = codes.shape[0]
         inputs = torch.cat([backbone_last.unsqueeze(1), self.embed_codebooks(codes[:, :-1])], dim=1)
-        positions = torch.arange(self.num_codebooks, device=codes.device).expand(batch, -1)
+        positions = torch.arange(self.num_codebooks, device=codes.device).expand(codes.shape[0], -1)
         hidden = self.decoder(self.projection(inputs), positions)[:, 1:]
         return torch.stack([self.codebook_logits(hidden[:, i], i + 1) for i in range(hidden.shape[1])], dim=1)
 
@@ -386,15 +387,13 @@ class Model(nn.Module):
 
     def sample_frame(self, last: Tensor, temperature: float, topk: int) -> Tensor:
         """Codebook 0 from the backbone state [B, D], then codebooks 1..N-1 from the depth decoder."""
-        code = sample_topk(self.codebook0_head(last), topk, temperature)
-        codes = [code]
+        codes = [sample_topk(self.codebook0_head(last), topk, temperature)]
         # The decoder restarts at position 0 every frame: [backbone state, codebook 0], then one per step.
-        decoder_input = torch.cat([last.unsqueeze(1), self.embed_audio(0, code)], dim=1)
+        decoder_input = torch.cat([last.unsqueeze(1), self.embed_audio(0, codes[0])], dim=1)
         positions = torch.arange(2, device=last.device).expand(last.shape[0], -1)
         for i in range(1, self.num_codebooks):
             hidden = self.decoder_step(decoder_input, positions)
-            code = sample_topk(self.codebook_logits(hidden, i), topk, temperature)
-            codes.append(code)
-            decoder_input = self.embed_audio(i, code)
+            codes.append(sample_topk(self.codebook_logits(hidden, i), topk, temperature))
+            decoder_input = self.embed_audio(i, codes[-1])
             positions = positions[:, -1:] + 1
         return torch.cat(codes, dim=1)

@@ -30,7 +30,6 @@ def has_cpp_compiler() -> bool:
 
 
 needs_compiler = pytest.mark.skipif(not has_cpp_compiler(), reason="no C++ compiler for inductor on this machine")
-needs_onednn = pytest.mark.skipif(not can_pack_linear(torch.float32), reason="this torch or CPU has no oneDNN packing")
 
 
 def load(dtype=torch.float32, **options):
@@ -49,6 +48,11 @@ def eager():
     return load()
 
 
+def kinds(model) -> list[type]:
+    """The model's module types, its KV caches left out (compiling warms up on caches; they are not weights)."""
+    return [type(module) for module in model.modules() if not isinstance(module, KVCache)]
+
+
 def tiny_prompt(model):
     n = model.num_codebooks
     return our_frames(prompt_parts(n, with_audio=True, seed=3), n)
@@ -56,13 +60,12 @@ def tiny_prompt(model):
 
 @needs_compiler
 @pytest.mark.slow
-def test_compiled_model_keeps_the_decoder_step_plain_for_inductor_and_packs_the_rest(compiled):
+def test_the_compiled_step_runs_the_default_models_own_packed_weights(compiled, eager):
+    """Compiling adds no module and no weight: inductor takes the packed weights as they are."""
     assert decoder_is_compiled(compiled) and not compiled.decoder.attend_written_only
-    assert isinstance(compiled.projection, torch.nn.Linear)
-    assert not any(isinstance(m, PackedLinear) for m in compiled.decoder.modules())
-    if can_pack_linear(torch.float32):  # the backbone and the heads run packed, as by default
-        assert all(not isinstance(m, torch.nn.Linear) for m in compiled.backbone.modules())
-        assert isinstance(compiled.backbone.layers[0].attn.qkv_proj, PackedLinear)
+    assert kinds(compiled) == kinds(eager) and "decoder_step" not in eager.__dict__
+    if can_pack_linear(torch.float32):
+        assert isinstance(compiled.decoder.layers[0].mlp.down_proj, PackedLinear)
 
 
 @needs_compiler
@@ -95,10 +98,56 @@ def test_compiled_greedy_frames_equal_eager_ones_also_after_the_caches_are_set_u
     assert decoder_is_compiled(compiled)
 
 
-@needs_onednn
+@needs_compiler
+@pytest.mark.slow
+def test_caches_set_up_again_with_as_many_rows_are_zeroed_in_place_and_cost_no_recompile(compiled):
+    """The generator sets its caches up after loading: the steps compiled at load must serve them (dynamo
+    guards on the caches' identity; a recompile would cost a CSM-1B user 15 to 30 s at the first request)."""
+    from torch._dynamo.utils import counters
+
+    width = compiled.config.backbone.embed_dim
+
+    def both_steps():
+        with torch.inference_mode():
+            compiled.decoder_step(torch.randn(1, 2, width), torch.arange(2)[None])
+            compiled.decoder_step(torch.randn(1, 1, width), torch.tensor([[2]]))
+
+    compiled.setup_caches(1)
+    both_steps()  # compiles, if another test left caches of other rows
+    graphs, kv, epoch = (
+        counters["stats"]["unique_graphs"],
+        compiled.decoder.layers[0].attn.kv_cache,
+        compiled.cache_epoch,
+    )
+    compiled.setup_caches(1)
+    assert compiled.decoder.layers[0].attn.kv_cache is kv and not kv.k.any() and compiled.cache_epoch == epoch + 1
+    both_steps()  # wrote the caches
+    assert kv.k.any() and counters["stats"]["unique_graphs"] == graphs
+
+
+@needs_compiler
+@pytest.mark.slow
+def test_two_compiled_models_each_run_their_own_weights(compiled, eager):
+    """Every model's compiled step comes from one Python function, and freezing makes weights constants:
+    a second model must not run the first one's."""
+    other_folder = str(tiny_checkpoint_dir(seed=1))
+    other = load_model(resolve_checkpoint(other_folder), device="cpu", dtype=torch.float32, compile_decoder=True)
+    other_eager = load_model(resolve_checkpoint(other_folder), device="cpu", dtype=torch.float32)
+    inputs = torch.randn(1, 2, other.config.backbone.embed_dim, generator=torch.Generator().manual_seed(1))
+    states = []
+    with torch.inference_mode():
+        for model in (compiled, eager, other, other_eager):
+            model.setup_caches(1)
+            states.append(model.decoder_step(inputs, torch.arange(2)[None]))
+    torch.testing.assert_close(states[0], states[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(states[2], states[3], atol=1e-5, rtol=1e-5)
+    assert (states[0] - states[2]).abs().max() > 0.1  # the two models' weights differ, and so do their states
+    assert decoder_is_compiled(other)
+
+
 @pytest.mark.slow
 def test_a_failed_compile_logs_once_and_leaves_the_default_model(monkeypatch, tmp_path, caplog):
-    """No C++ compiler (made so on purpose): the model is the default packed one, with its very frames."""
+    """No C++ compiler (made so on purpose): the model is the default one, with its very frames."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing compiled before can be reused
     monkeypatch.setattr(compiling, "INDUCTOR_OPTIONS", {**compiling.INDUCTOR_OPTIONS, "cpp.cxx": ("/no/such/c++",)})
     with caplog.at_level(logging.WARNING, logger="csm"):
@@ -106,12 +155,8 @@ def test_a_failed_compile_logs_once_and_leaves_the_default_model(monkeypatch, tm
     [record] = [r for r in caplog.records if "Compiling the depth decoder's step failed" in r.getMessage()]
     assert "eagerly from now on" in record.getMessage()
     assert not decoder_is_compiled(model) and "decoder_step" not in model.__dict__
-    assert model.decoder.attend_written_only and isinstance(model.projection, PackedLinear)
+    assert model.decoder.attend_written_only
     default = load(torch.bfloat16)
-
-    def kinds(m):  # the warm-up set caches up: they are not weights
-        return [type(module) for module in m.modules() if not isinstance(module, KVCache)]
-
     assert kinds(model) == kinds(default)
     tokens, mask = tiny_prompt(model)
     assert torch.equal(our_greedy_frames(model, tokens, mask, 3), our_greedy_frames(default, tokens, mask, 3))
