@@ -1,65 +1,104 @@
-"""CPU, opt-in: the depth decoder's step compiled by inductor, about 10 % faster bf16 frames than eager.
+"""CPU, opt-in: one take's depth-decoder step compiled by inductor, about a quarter faster than eager.
 
-A frame runs the depth decoder 31 times, and between its weight products sit dozens of small ops
-(norms, rope, residual adds, SiLU) whose dispatch costs about a sixth of the frame (bench/RESULTS.md).
-Inductor fuses them into C++ loops, and with its C++ wrapper a step is one call instead of a Python
-graph. The products stay oneDNN's, on csm.packing's packed weights: with freezing, inductor takes
-them as constants as they are, so no second copy of the weights is made (about 0.1 GB more in all).
+A frame runs the depth decoder 31 times. Eager, each step is 17 batch-1 products in oneDNN and dozens of
+small ops (norms, rope, residual adds, SiLU) between them. Compiled here with freezing and max-autotune,
+inductor fuses the small ops into C++ loops and picks, per product, its own C++ GEMM template over the
+weights it prepacks (faster than oneDNN's for a batch of one, where it can run); with its C++ wrapper a
+step is one call. The compiled step is a twin of the decoder: plain copies of its Linears and its own
+one-row, 32-slot caches, so its single compiled shape never changes whatever the model's caches do
+(several takes re-create them); steps of several takes run the model's own eager decoder.
 
 Why opt-in (`load_model(..., compile_decoder=True)`): the fused ops round differently, so its codes
-differ from eager's for the same seed (a session records which made it); it needs a C++ compiler at
-run time; and compiling takes 10 to 30 s at load, and again the first time each number of takes is
-asked for. If compiling or running the compiled step fails, for any reason, the step runs eagerly
-from then on, with one log line: the model is then the default one.
+differ from eager's for the same seed (a session records which made it); it needs a C++ compiler at run
+time; compiling takes 30 to 60 s at load; and the twin's weights and the compiled ones cost about 0.8 GB
+more for CSM-1B in bf16. If compiling or running the compiled step fails, for any reason, eager steps
+take over with one log line: the model is then the default one.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
+import torch.nn as nn
 from torch import Tensor
 
-from csm.models import Model
+from csm.models import Model, Transformer
+from csm.packing import pack_linear_weights
 
 log = logging.getLogger("csm")
 
-# freezing: the weights are constants (inductor lowers oneDNN's packed products only so); cpp_wrapper: one
-# C++ call per step.
-INDUCTOR_OPTIONS = {"freezing": True, "cpp_wrapper": True}
-# One compiled graph per (takes, first step or not, cache rows): 1 to 4 takes make up to 10 of them.
-RECOMPILE_LIMIT = 16
+# freezing: the weights are constants, which inductor prepacks; max_autotune with the CPP backend: its own
+# GEMM template where it wins (timed at compile time, its tables not printed); cpp_wrapper: one C++ call.
+INDUCTOR_OPTIONS = {
+    "freezing": True,
+    "cpp_wrapper": True,
+    "max_autotune": True,
+    "max_autotune_gemm_backends": "CPP,ATEN",
+    "autotune_num_choices_displayed": 0,
+}
+
+
+class DecoderTwin(nn.Module):
+    """The depth decoder and the projection, plain and with their own one-row caches: what is compiled."""
+
+    def __init__(self, decoder: Transformer, projection: nn.Linear, num_codebooks: int):
+        super().__init__()
+        self.decoder, self.projection = decoder, projection
+        self.decoder.attend_written_only = False  # all 32 slots, masked: static shapes
+        weight = projection.weight
+        self.decoder.setup_cache(1, num_codebooks, weight.dtype, weight.device)
+
+    def forward(self, inputs: Tensor, positions: Tensor) -> Tensor:
+        """One position: inputs [1, 1, D] at positions [1, 1] -> the decoder's state [1, D_dec]."""
+        return self.decoder(self.projection(inputs), positions)[:, -1]
 
 
 class CompiledDecoderStep:
-    """`step(inputs [B, S, D], positions [B, S]) -> [B, D_dec]`: `Model.decoder_step`, compiled.
+    """`Model.decoder_step` for one take, compiled: installed as the model's `decoder_step`."""
 
-    Installed as the model's `decoder_step`. The decoder attends over its whole 32-slot cache (masked),
-    which keeps every step's shapes static; eager CPU steps attend over the written slots only.
-    """
-
-    def __init__(self, model: Model):
-        self.model = model
-        self.compiled = torch.compile(Model.decoder_step.__get__(model), dynamic=False, fullgraph=True)
+    def __init__(self, model: Model, twin: DecoderTwin):
+        self.model, self.twin = model, twin
+        self.compiled = torch.compile(twin, dynamic=False, fullgraph=True)
         self.failed = False
 
     def __call__(self, inputs: Tensor, positions: Tensor) -> Tensor:
-        if not self.failed:
-            try:
-                with torch._inductor.config.patch(INDUCTOR_OPTIONS):  # read when a new shape compiles
-                    return self.compiled(inputs, positions)
-            except Exception as error:  # any failure: eager is slower, but the request goes on
-                self.give_up(error)
-        # Rerunning the step eagerly is safe: it writes the same cache slots with what they should hold.
-        return Model.decoder_step(self.model, inputs, positions)
+        hidden = self.run_compiled(inputs, positions) if not self.failed and inputs.shape[0] == 1 else None
+        # Several takes, or a failure: the model's own eager step.
+        return Model.decoder_step(self.model, inputs, positions) if hidden is None else hidden
+
+    def run_compiled(self, inputs: Tensor, positions: Tensor) -> Tensor | None:
+        """The twin's steps, a position at a time (a frame's first step has two), so one compiled shape serves
+        them all; None if that failed (for any reason: eager is slower, but the request goes on)."""
+        try:
+            with torch._inductor.config.patch(INDUCTOR_OPTIONS):  # read when it compiles
+                for i in range(inputs.shape[1]):
+                    hidden = self.compiled(standard(inputs[:, i : i + 1]), standard(positions[:, i : i + 1]))
+            return hidden
+        except Exception as error:
+            self.give_up(error)
+            return None
 
     def give_up(self, error: Exception) -> None:
-        """From now on the model is the default one: eager steps, attending over the written slots only."""
-        log.warning("Compiling the depth decoder's step failed (%s: %s); it runs eagerly from now on",
-                    type(error).__name__, str(error).strip().splitlines()[0][:300] if str(error).strip() else "")  # fmt: skip
+        """From now on the model is the default one. The steps of this frame so far are in the twin's caches:
+        the model's decoder gets them, so a frame broken off midway goes on from where it was."""
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        log.warning("The compiled depth-decoder step failed (%s: %s); it runs eagerly from now on",
+                    type(error).__name__, first_line)  # fmt: skip
         self.failed = True
-        self.model.decoder.attend_written_only = True
+        if self.model.decoder.layers[0].attn.kv_cache is not None:
+            for ours, twins in zip(self.model.decoder.layers, self.twin.decoder.layers):
+                ours.attn.kv_cache.k[:1].copy_(twins.attn.kv_cache.k)
+                ours.attn.kv_cache.v[:1].copy_(twins.attn.kv_cache.v)
         del self.model.decoder_step  # the model's own method again
+        self.twin = self.compiled = None  # their memory back
+
+
+def standard(t: Tensor) -> Tensor:
+    """A copy of `t` with contiguous strides: compiled code is specialised on its inputs' strides, and a slice
+    of a frame's first two positions, or an expanded tensor, has others than a step's own input."""
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def check_compile_decoder(device: torch.device, dtype: torch.dtype, quantize: str | None) -> None:
@@ -74,27 +113,21 @@ def check_compile_decoder(device: torch.device, dtype: torch.dtype, quantize: st
         )
 
 
-def compile_decoder(model: Model) -> bool:
-    """Install the compiled decoder step on a CPU model and compile it now for one take (both shapes: the
-    first step's two positions and the later steps' one). Returns whether it compiled; if not, the model is
-    left as it was (see CompiledDecoderStep.give_up)."""
-    import torch._dynamo.config  # here, not at the top: importing them takes a second or two
-    import torch._inductor.config
+def compile_decoder(model: Model, pack: bool = True) -> bool:
+    """Copy the model's still plain decoder and projection into a twin, pack the model's own (if `pack`, as by
+    default) and compile the twin's step now. Returns whether it compiled; if not, the model is the default one."""
+    import torch._inductor.config  # here, not at the top: importing it takes a second or two
 
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    model.decoder.attend_written_only = False
-    step = model.decoder_step = CompiledDecoderStep(model)
-    width = model.config.backbone.embed_dim
-    model.setup_caches(1)
-    with torch.inference_mode():
-        step(torch.zeros(1, 2, width, dtype=model.dtype), torch.arange(2).view(1, 2))
-        if not step.failed:
-            step(torch.zeros(1, 1, width, dtype=model.dtype), torch.tensor([[2]]))
-    model.reset_caches()
+    twin = DecoderTwin(copy.deepcopy(model.decoder), copy.deepcopy(model.projection), model.num_codebooks)
+    if pack:
+        pack_linear_weights(model)  # the decoder's Linears and the projection, left plain for the copy
+    step = model.decoder_step = CompiledDecoderStep(model, twin)
+    with torch.inference_mode():  # the twin's own caches: the model may have none yet
+        step.run_compiled(torch.zeros(1, 1, twin.projection.in_features, dtype=model.dtype), torch.zeros(1, 1).long())
     return not step.failed
 
 
 def decoder_is_compiled(model: Model) -> bool:
-    """Whether the model's decoder steps run compiled (and have not fallen back to eager)."""
+    """Whether the model's one-take decoder steps run compiled (and have not fallen back to eager)."""
     step = model.__dict__.get("decoder_step")
     return isinstance(step, CompiledDecoderStep) and not step.failed

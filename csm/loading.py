@@ -303,9 +303,9 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     of those products quantized to 8 bits per row at run time (faster, one more rounding). Otherwise, on
     the CPU, `pack_weights` pre-packs the Linears for oneDNN (csm.packing.pack_linear_weights: ~1.5x faster
     decode); pass False for the plain layout. Both are made tensor by tensor as the checkpoint is read, so
-    the plain model is never whole in memory beside them. `compile_decoder=True` (CPU, float weights): the
-    depth decoder's step then runs compiled by inductor, over the same packed weights (csm.compiling: faster
-    frames, other last bits than eager's, a C++ compiler needed; eager as usual if compiling fails).
+    the plain model is never whole in memory beside them. `compile_decoder=True` (CPU, float weights): one
+    take's depth-decoder steps then run compiled by inductor (csm.compiling: faster frames, other last bits
+    than eager's, a C++ compiler needed, more memory; eager as usual if compiling fails).
     """
     quantize = check_quantize(quantize)  # before any weight is read
     device = resolve_device(device)
@@ -325,8 +325,8 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     )
     if quantize:
         _assign_converting(model, tensors, lambda: quantize_int8(model, dynamic=quantize == "int8-dynamic"))
-    elif pack_weights and device.type == "cpu":
-        _assign_converting(model, tensors, lambda: pack_linear_weights(model))
+    elif pack_weights and device.type == "cpu":  # a decoder to compile is packed once csm.compiling has copied it
+        _assign_converting(model, tensors, lambda: pack_linear_weights(model, decoder=not compile_decoder))
     else:
         model.load_state_dict(dict(tensors), strict=True, assign=True)
     del source, tensors  # unmaps the files
@@ -334,7 +334,7 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     if compile_decoder:
         from csm.compiling import compile_decoder as compile_step
 
-        compile_step(model)
+        compile_step(model, pack=pack_weights)
     release_freed_memory()
     return model
 

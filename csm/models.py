@@ -321,11 +321,7 @@ class Model(nn.Module):
         return self.config.backbone.max_seq_len
 
     def setup_caches(self, max_batch_size: int) -> None:
-        """Allocate the KV caches: the backbone holds max_seq_len frames, the decoder one frame's codebooks. With
-        as many rows as now, the same tensors are zeroed instead: a compiled step (csm.compiling) keeps them."""
-        kv = self.backbone.layers[0].attn.kv_cache
-        if kv is not None and kv.k.shape[0] == max_batch_size:
-            return self.reset_caches()
+        """Allocate the KV caches: the backbone holds max_seq_len frames, the decoder one frame's codebooks."""
         self.backbone.setup_cache(max_batch_size, self.max_seq_len, self.dtype, self.device)
         self.decoder.setup_cache(max_batch_size, self.num_codebooks, self.dtype, self.device)
         self.cache_epoch += 1

@@ -110,20 +110,23 @@ def packable(weight: Tensor) -> bool:
     return not weight.is_meta and weight.device.type == "cpu" and can_pack_linear(weight.dtype)
 
 
-def pack_linear_weights(model: Model) -> int:
+def pack_linear_weights(model: Model, decoder: bool = True) -> int:
     """CPU: swap the transformer stacks' and the projection's Linears for PackedLinear, and the audio heads for
-    PackedCodebookHeads; returns how many.
+    PackedCodebookHeads; returns how many. `decoder=False` leaves the depth decoder's stack and the projection
+    plain, for csm.compiling to copy first.
 
     Inference only (no autograd through packed weights). Leaves alone what oneDNN cannot run, and weights
     still on the meta device: `csm.loading` calls this after each tensor it reads.
     """
     # codebook0_head stays a Linear: it is small, one product per frame.
-    modules = [model, *model.backbone.modules(), *model.decoder.modules()]
+    modules = [model, *model.backbone.modules(), *(model.decoder.modules() if decoder else [])]
     slots = [
         (module, name)
         for module in modules
         for name, child in module.named_children()
-        if isinstance(child, nn.Linear) and (module is not model or name == "projection") and packable(child.weight)
+        if isinstance(child, nn.Linear)
+        and (module is not model or (name == "projection" and decoder))
+        and packable(child.weight)
     ]
     for module, name in slots:
         setattr(module, name, PackedLinear(getattr(module, name).weight))

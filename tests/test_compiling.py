@@ -12,6 +12,7 @@ import torch
 
 import csm.compiling as compiling
 from csm.compiling import check_compile_decoder, decoder_is_compiled
+from csm.inputs import MAX_TAKES
 from csm.loading import load_model, resolve_checkpoint
 from csm.models import KVCache
 from csm.packing import PackedLinear, can_pack_linear
@@ -36,11 +37,18 @@ def load(dtype=torch.float32, **options):
     return load_model(resolve_checkpoint(str(tiny_checkpoint_dir())), device="cpu", dtype=dtype, **options)
 
 
+GRAPHS = {}  # dynamo's count of compiled graphs (all models) once the compiled fixture has loaded
+
+
 @pytest.fixture(scope="module")
 def compiled():
     if not has_cpp_compiler():
         pytest.skip("no C++ compiler for inductor on this machine")
-    return load(compile_decoder=True)
+    from torch._dynamo.utils import counters
+
+    model = load(compile_decoder=True)
+    GRAPHS["after loading"] = counters["stats"]["unique_graphs"]
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +68,15 @@ def tiny_prompt(model):
 
 @needs_compiler
 @pytest.mark.slow
-def test_the_compiled_step_runs_the_default_models_own_packed_weights(compiled, eager):
-    """Compiling adds no module and no weight: inductor takes the packed weights as they are."""
-    assert decoder_is_compiled(compiled) and not compiled.decoder.attend_written_only
-    assert kinds(compiled) == kinds(eager) and "decoder_step" not in eager.__dict__
+def test_a_compiled_model_is_the_default_one_with_a_compiled_twin_of_its_decoder(compiled, eager):
+    assert decoder_is_compiled(compiled) and "decoder_step" not in eager.__dict__
+    assert kinds(compiled) == kinds(eager)  # the model's own modules: packed as by default
+    twin = compiled.decoder_step.twin
+    assert twin.decoder is not compiled.decoder and not twin.decoder.attend_written_only
+    assert isinstance(twin.projection, torch.nn.Linear) and twin.decoder.layers[0].attn.kv_cache.k.shape[0] == 1
+    plain = load(pack_weights=False)  # the twin holds the checkpoint's decoder weights, plain
+    assert all(torch.equal(twin.decoder.state_dict()[k], v) for k, v in plain.decoder.state_dict().items())
+    assert torch.equal(twin.projection.weight, plain.projection.weight)
     if can_pack_linear(torch.float32):
         assert isinstance(compiled.decoder.layers[0].mlp.down_proj, PackedLinear)
 
@@ -100,34 +113,21 @@ def test_compiled_greedy_frames_equal_eager_ones_also_after_the_caches_are_set_u
 
 @needs_compiler
 @pytest.mark.slow
-def test_caches_set_up_again_with_as_many_rows_are_zeroed_in_place_and_cost_no_recompile(compiled):
-    """The generator sets its caches up after loading: the steps compiled at load must serve them (dynamo
-    guards on the caches' identity; a recompile would cost a CSM-1B user 15 to 30 s at the first request)."""
+def test_the_models_caches_made_anew_for_several_takes_cost_the_compiled_step_no_recompile(compiled):
+    """The twin keeps its own caches, so its one compiled shape serves one take whatever the model's caches
+    are (a recompile would cost a CSM-1B user half a minute at the next request)."""
     from torch._dynamo.utils import counters
 
-    width = compiled.config.backbone.embed_dim
-
-    def both_steps():
-        with torch.inference_mode():
-            compiled.decoder_step(torch.randn(1, 2, width), torch.arange(2)[None])
-            compiled.decoder_step(torch.randn(1, 1, width), torch.tensor([[2]]))
-
-    compiled.setup_caches(1)
-    both_steps()  # compiles, if another test left caches of other rows
-    graphs, kv, epoch = (
-        counters["stats"]["unique_graphs"],
-        compiled.decoder.layers[0].attn.kv_cache,
-        compiled.cache_epoch,
-    )
-    compiled.setup_caches(1)
-    assert compiled.decoder.layers[0].attn.kv_cache is kv and not kv.k.any() and compiled.cache_epoch == epoch + 1
-    both_steps()  # wrote the caches
-    assert kv.k.any() and counters["stats"]["unique_graphs"] == graphs
+    compiled.setup_caches(MAX_TAKES)  # as the generator does for the first request with several takes
+    tokens, mask = tiny_prompt(compiled)
+    our_greedy_frames(compiled, tokens, mask, 2)  # one take: compiled steps, a frame's first one sliced in two
+    assert decoder_is_compiled(compiled)
+    assert counters["stats"]["unique_graphs"] == GRAPHS["after loading"]  # the one made at load serves them all
 
 
 @needs_compiler
 @pytest.mark.slow
-def test_two_compiled_models_each_run_their_own_weights(compiled, eager):
+def test_two_compiled_models_each_run_their_own_weights_and_a_failure_midframe_goes_on_eagerly(compiled, eager):
     """Every model's compiled step comes from one Python function, and freezing makes weights constants:
     a second model must not run the first one's."""
     other_folder = str(tiny_checkpoint_dir(seed=1))
@@ -144,6 +144,21 @@ def test_two_compiled_models_each_run_their_own_weights(compiled, eager):
     assert (states[0] - states[2]).abs().max() > 0.1  # the two models' weights differ, and so do their states
     assert decoder_is_compiled(other)
 
+    # And if the compiled step fails in the middle of a frame, the eager one goes on from its caches.
+    step, calls = other.decoder_step, []
+
+    def failing_on_the_fifth_call(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("broken on purpose")
+        return compiled_twin(*args)
+
+    compiled_twin, step.compiled = step.compiled, failing_on_the_fifth_call
+    tokens, mask = tiny_prompt(other)
+    frames = our_greedy_frames(other, tokens, mask, 3)
+    assert len(calls) == 5 and not decoder_is_compiled(other) and "decoder_step" not in other.__dict__
+    assert torch.equal(frames, our_greedy_frames(other_eager, tokens, mask, 3))
+
 
 @pytest.mark.slow
 def test_a_failed_compile_logs_once_and_leaves_the_default_model(monkeypatch, tmp_path, caplog):
@@ -152,7 +167,7 @@ def test_a_failed_compile_logs_once_and_leaves_the_default_model(monkeypatch, tm
     monkeypatch.setattr(compiling, "INDUCTOR_OPTIONS", {**compiling.INDUCTOR_OPTIONS, "cpp.cxx": ("/no/such/c++",)})
     with caplog.at_level(logging.WARNING, logger="csm"):
         model = load(torch.bfloat16, compile_decoder=True)  # bf16: not a shape compiled by another test
-    [record] = [r for r in caplog.records if "Compiling the depth decoder's step failed" in r.getMessage()]
+    [record] = [r for r in caplog.records if "compiled depth-decoder step failed" in r.getMessage()]
     assert "eagerly from now on" in record.getMessage()
     assert not decoder_is_compiled(model) and "decoder_step" not in model.__dict__
     assert model.decoder.attend_written_only
