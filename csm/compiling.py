@@ -1,4 +1,4 @@
-"""CPU, opt-in: one take's depth-decoder step compiled by inductor, about a quarter faster than eager.
+"""CPU, opt-in: one take's depth-decoder step compiled by inductor: bf16 frames about 1.5x faster than eager.
 
 A frame runs the depth decoder 31 times. Eager, each step is 17 batch-1 products in oneDNN and dozens of
 small ops (norms, rope, residual adds, SiLU) between them. Compiled here with freezing and max-autotune,
@@ -10,8 +10,8 @@ one-row, 32-slot caches, so its single compiled shape never changes whatever the
 
 Why opt-in (`load_model(..., compile_decoder=True)`): the fused ops round differently, so its codes
 differ from eager's for the same seed (a session records which made it); it needs a C++ compiler at run
-time; compiling takes 30 to 60 s at load; and the twin's weights and the compiled ones cost about 0.8 GB
-more for CSM-1B in bf16. If compiling or running the compiled step fails, for any reason, eager steps
+time; compiling takes about 26 s at load (2 cores); and the twin's weights and the compiled ones cost
+about 0.5 GB more peak memory for CSM-1B in bf16 (bench/RESULTS.md). If compiling or running the compiled step fails, for any reason, eager steps
 take over with one log line: the model is then the default one.
 """
 

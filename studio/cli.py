@@ -35,10 +35,10 @@ def option_parser() -> argparse.ArgumentParser:
                         "not yet judged by ear, see bench/RESULTS.md (default: $CSM_STUDIO_QUANTIZE or none)")  # fmt: skip
     parser.add_argument("--compile-decoder", action="store_true",
                         default=env("CSM_STUDIO_COMPILE_DECODER", "").lower() in ("1", "true", "yes"),
-                        help="CPU: compile the depth decoder's step with torch.compile (about 10 %% faster frames; "
-                        "needs a C++ compiler, adds 10 to 30 s to start-up, and its audio differs in the last bits "
-                        "from the default's; it falls back to the default if compiling fails) (default: "
-                        "$CSM_STUDIO_COMPILE_DECODER, off)")  # fmt: skip
+                        help="CPU: compile one take's depth-decoder steps with torch.compile (about 1.5x faster "
+                        "decoding on 2 cores, for about 26 s more at start-up and 0.5 GB more memory; needs a C++ "
+                        "compiler; it rounds differently, so a seed gives other audio than without it; falls back to the default "
+                        "if compiling fails) (default: $CSM_STUDIO_COMPILE_DECODER, off)")  # fmt: skip
     parser.add_argument("--asr-model", default=env("CSM_STUDIO_ASR_MODEL") or None,
                         help="the speech recogniser that transcribes clips without a transcript: a Whisper Hub id, a "
                         "local folder, or 'tiny' (offline random model, nonsense); loaded on first use (default: "
