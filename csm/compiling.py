@@ -72,9 +72,8 @@ class CompiledDecoderStep:
         """The twin's steps, a position at a time (a frame's first step has two), so one compiled shape serves
         them all; None if that failed (for any reason: eager is slower, but the request goes on)."""
         try:
-            with torch._inductor.config.patch(INDUCTOR_OPTIONS):  # read when it compiles
-                for i in range(inputs.shape[1]):
-                    hidden = self.compiled(standard(inputs[:, i : i + 1]), standard(positions[:, i : i + 1]))
+            for i in range(inputs.shape[1]):
+                hidden = self.compiled(standard(inputs[:, i : i + 1]), standard(positions[:, i : i + 1]))
             return hidden
         except Exception as error:
             self.give_up(error)
@@ -92,7 +91,8 @@ class CompiledDecoderStep:
                 ours.attn.kv_cache.k[:1].copy_(twins.attn.kv_cache.k)
                 ours.attn.kv_cache.v[:1].copy_(twins.attn.kv_cache.v)
         del self.model.decoder_step  # the model's own method again
-        self.twin = self.compiled = None  # their memory back
+        # Dynamo's cache of compiled code may still hold the twin's weights: they are not all given back.
+        self.twin = self.compiled = None
 
 
 def standard(t: Tensor) -> Tensor:
@@ -118,11 +118,14 @@ def compile_decoder(model: Model, pack: bool = True) -> bool:
     default) and compile the twin's step now. Returns whether it compiled; if not, the model is the default one."""
     import torch._inductor.config  # here, not at the top: importing it takes a second or two
 
+    if not isinstance(model.projection, nn.Linear):
+        raise ValueError("compile_decoder needs the decoder as loaded, plain: load_model(..., compile_decoder=True)")
     twin = DecoderTwin(copy.deepcopy(model.decoder), copy.deepcopy(model.projection), model.num_codebooks)
     if pack:
         pack_linear_weights(model)  # the decoder's Linears and the projection, left plain for the copy
     step = model.decoder_step = CompiledDecoderStep(model, twin)
-    with torch.inference_mode():  # the twin's own caches: the model may have none yet
+    # Compiled now, once, with these options (patched process-wide while it compiles: load one model at a time).
+    with torch.inference_mode(), torch._inductor.config.patch(INDUCTOR_OPTIONS):  # the twin's own caches
         step.run_compiled(torch.zeros(1, 1, twin.projection.in_features, dtype=model.dtype), torch.zeros(1, 1).long())
     return not step.failed
 

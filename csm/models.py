@@ -301,7 +301,7 @@ class Model(nn.Module):
         self.cache_epoch = 0  # +1 per cache set-up or reset: tells the generator the KV it kept may be gone
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, revision=None, token=None, **options) -> "Model":
+    def from_pretrained(cls, name_or_path: str, revision=None, *, token=None, **options) -> "Model":
         """Load a checkpoint (Hub repo id or local folder) in either layout. `options`: csm.loading.load_model's
         (device, dtype, quantize, compile_decoder)."""
         from csm import loading

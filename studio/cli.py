@@ -118,7 +118,7 @@ def refuse_compile_here(parser: argparse.ArgumentParser, args: argparse.Namespac
         quantize = None if args.quantize == "none" else args.quantize
         check_compile_decoder(device, DTYPES[args.dtype] or default_dtype(device), quantize)
     except ValueError as e:
-        parser.error(f"--compile-decoder: {e}")
+        parser.error(f"--compile-decoder (or CSM_STUDIO_COMPILE_DECODER): {e}")
 
 
 def start_studio(args: argparse.Namespace) -> Studio:

@@ -252,7 +252,7 @@ def manifest_for(job, result, studio) -> tuple[dict, dict[str, Path]]:
         "version": VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "app": {"name": "csm-studio", "version": __version__, "commit": git_commit()},
-        "model": model_entry(studio),
+        "model": model_entry(studio, job.takes),
         "settings": {
             "temperature": job.settings.temperature,
             "topk": job.settings.topk,
@@ -272,7 +272,7 @@ def manifest_for(job, result, studio) -> tuple[dict, dict[str, Path]]:
     return manifest, files
 
 
-def model_entry(studio) -> dict:
+def model_entry(studio, takes: int = 1) -> dict:
     """Which model made it, exactly: a Hub repo's revision, or a local folder's content hash (never its path)."""
     generator, repo = studio.generator, studio.model_key.get("repo_id", studio.model_name)
     local = Path(repo).expanduser().is_dir()
@@ -285,16 +285,17 @@ def model_entry(studio) -> dict:
         "dtype": str(generator.model.dtype).removeprefix("torch."),
         "quantize": studio.quantize,
         "quantize_scheme": quantize_scheme(studio.quantize),  # what the quantization covered then
-        "decoder": decoder_path(generator.model),
+        "decoder": decoder_path(generator.model, takes),
         "watermark": {"on": bool(studio.watermark), "message": studio.watermark_message},
     }
 
 
-def decoder_path(model) -> str:
-    """How the depth decoder's steps ran: "compiled" (csm.compiling) or "eager"; their last bits differ."""
+def decoder_path(model, takes: int) -> str:
+    """How a run of `takes` takes ran the depth decoder's steps: "compiled" (csm.compiling: one take only) or
+    "eager"; they round differently. The state at the end of the run: a fallback midway is not told apart."""
     from csm.compiling import decoder_is_compiled
 
-    return "compiled" if decoder_is_compiled(model) else "eager"
+    return "compiled" if takes == 1 and decoder_is_compiled(model) else "eager"
 
 
 def hub_revision(repo_id: str) -> str | None:

@@ -103,7 +103,7 @@ def reproduce(studio, path, session_hash: str | None = None) -> Reproduction:
     turns = [compare(turn, takes[kept_take(turn, len(takes))]) for turn, takes in zip(session.turns, made)]
     for match, report in zip(turns, result.turns):
         match.seed = report.seed
-    here = model_entry(studio)
+    here = model_entry(studio, job.takes)
     there = {**session.model, "decoder": session.model.get("decoder") or "eager"}  # before it was said: eager
     same = {name: all(there.get(k) == here.get(k) for k in keys)
             for name, keys in (("model", SAME_MODEL), ("device", SAME_DEVICE_AND_DTYPE), ("watermark", ["watermark"]))}  # fmt: skip

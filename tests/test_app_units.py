@@ -290,7 +290,7 @@ def test_int8_weights_are_one_option_away(monkeypatch):
 
 def test_compiling_the_decoder_is_one_option_away_and_refused_where_it_does_not_apply(monkeypatch, capsys):
     assert cli.parse_args([]).compile_decoder is False
-    assert cli.parse_args(["--compile-decoder"]).compile_decoder is True
+    assert cli.parse_args(["--compile-decoder", "--device", "cpu"]).compile_decoder is True
     monkeypatch.setenv("CSM_STUDIO_COMPILE_DECODER", "1")
     args = cli.parse_args(["--model", "tiny", "--device", "cpu"])
     monkeypatch.setattr(Studio, "load", lambda self: self)  # what start_studio hands over, not a load
@@ -304,7 +304,7 @@ def test_compiling_the_decoder_is_one_option_away_and_refused_where_it_does_not_
         message = capsys.readouterr().err
         assert (
             refused.value.code == 2
-            and "--compile-decoder: compiling the decoder step is" in message
+            and "--compile-decoder (or CSM_STUDIO_COMPILE_DECODER): compiling the decoder step is" in message
             and said in message
         )
 

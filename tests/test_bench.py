@@ -126,7 +126,9 @@ def test_the_compiled_side_says_whether_it_compiled_and_runs_the_same_weights(re
     from tests.test_compiling import has_cpp_compiler
 
     compiled, ours = report["ours_compiled"], report["ours"]
-    assert compiled["compiled_decoder"] is has_cpp_compiler() and ours["memory"]["compiled_decoder"] is False
+    why = "compiling fell back to eager: the warning says why (csm.compiling logs it when the tiny model loads)"
+    assert compiled["compiled_decoder"] is has_cpp_compiler(), why
+    assert ours["memory"]["compiled_decoder"] is False
     assert compiled["weights_bytes"] == ours["weights_bytes"]  # plain or packed: the same bytes of weights
 
 
