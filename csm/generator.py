@@ -25,6 +25,7 @@ from torch import Tensor
 from csm import loading
 from csm.checkpoint import Checkpoint, CheckpointError, read_json, resolve_checkpoint
 from csm.codec import MimiCodec, load_codec
+from csm.compiling import decoder_is_compiled
 from csm.decoding import (  # the chunk sizes and infos: also imported from here by callers
     CHUNK_FRAMES,
     FIRST_CHUNK_FRAMES,
@@ -362,9 +363,8 @@ def _build_generator(repo_id, revision, token, device, dtype, quantize, compile_
     weights = {"int8": ", int8 weights", "int8-dynamic": ", int8 weights and int8 activations after norms"}.get(
         quantize, ""
     )
-    from csm.compiling import decoder_is_compiled  # torch._dynamo: imported only where it is asked for
-
-    compiled = ", depth decoder compiled" if decoder_is_compiled(model) else ""  # not if compiling failed
+    # Not if compiling failed; several takes run eagerly (the manifest's `decoder` says which a run took).
+    compiled = ", depth decoder compiled for one take" if decoder_is_compiled(model) else ""
     return Generator(model, tokenizer, codec, description=_describe(checkpoint) + weights + compiled)
 
 
