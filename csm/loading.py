@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from csm import compiling
+
 # Checkpoint, CheckpointError and resolve_checkpoint are re-exported: callers load through this module.
 from csm.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint  # noqa: F401
 from csm.models import Model, ModelArgs, TransformerArgs
@@ -312,9 +314,7 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     check_quantize(quantize, device)
     dtype = dtype or default_dtype(device)
     if compile_decoder:
-        from csm.compiling import check_compile_decoder
-
-        check_compile_decoder(device, dtype, quantize)
+        compiling.check_compile_decoder(device, dtype, quantize)
     with torch.device("meta"):
         model = Model(checkpoint.args)  # no memory: every parameter is assigned from the checkpoint
     source = TensorSource(checkpoint.weight_files)
@@ -332,9 +332,7 @@ def load_model(checkpoint: Checkpoint, device=None, dtype=None, pack_weights: bo
     del source, tensors  # unmaps the files
     model.eval().requires_grad_(False)
     if compile_decoder:
-        from csm.compiling import compile_decoder as compile_step
-
-        compile_step(model, pack=pack_weights)
+        compiling.compile_decoder(model, pack=pack_weights)
     release_freed_memory()
     return model
 

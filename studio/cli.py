@@ -37,8 +37,8 @@ def option_parser() -> argparse.ArgumentParser:
                         default=env("CSM_STUDIO_COMPILE_DECODER", "").lower() in ("1", "true", "yes"),
                         help="CPU: compile one take's depth-decoder steps with torch.compile (about 1.5x faster "
                         "decoding on 2 cores, for about 26 s more at start-up and 0.5 GB more memory; needs a C++ "
-                        "compiler; it rounds differently, so a seed gives other audio than without it; falls back to the default "
-                        "if compiling fails) (default: $CSM_STUDIO_COMPILE_DECODER, off)")  # fmt: skip
+                        "compiler; it rounds differently, so a seed gives other audio than without it; falls back "
+                        "to the default if compiling fails) (default: $CSM_STUDIO_COMPILE_DECODER, off)")  # fmt: skip
     parser.add_argument("--asr-model", default=env("CSM_STUDIO_ASR_MODEL") or None,
                         help="the speech recogniser that transcribes clips without a transcript: a Whisper Hub id, a "
                         "local folder, or 'tiny' (offline random model, nonsense); loaded on first use (default: "
