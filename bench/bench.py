@@ -1004,12 +1004,9 @@ def parse_args(argv=None):
     if args.takes and args.quantize:
         parser.error("--takes measures ours in --dtype only: leave out --quantize")
     if args.compile_decoder:
-        from csm.compiling import check_compile_decoder
+        from csm.compiling import refuse_compile_decoder_here
 
-        try:
-            check_compile_decoder(torch.device(args.device), getattr(torch, args.dtype), None)
-        except ValueError as e:
-            parser.error(f"--compile-decoder: {e}")
+        refuse_compile_decoder_here(parser, args.device, getattr(torch, args.dtype), None, "--compile-decoder")
         if args.takes:
             parser.error("--takes measures ours in --dtype only: leave out --compile-decoder")
     return args

@@ -113,6 +113,15 @@ def check_compile_decoder(device: torch.device, dtype: torch.dtype, quantize: st
         )
 
 
+def refuse_compile_decoder_here(parser, device: str, dtype: torch.dtype, quantize: str | None, named: str) -> None:
+    """A command's check, as csm.quantize.refuse_quantize_here: where compiling does not apply, an argparse usage
+    error that names the option (`named`), not a traceback."""
+    try:
+        check_compile_decoder(torch.device(device), dtype, quantize)
+    except ValueError as e:
+        parser.error(f"{named}: {e}")
+
+
 def compile_decoder(model: Model, pack: bool = True) -> bool:
     """Copy the model's still plain decoder and projection into a twin, pack the model's own (if `pack`, as by
     default) and compile the twin's step now. Returns whether it compiled; if not, the model is the default one."""

@@ -110,15 +110,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def refuse_compile_here(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from csm.compiling import check_compile_decoder
+    from csm.compiling import refuse_compile_decoder_here
     from csm.loading import default_dtype, resolve_device
 
     device = resolve_device(args.device)
-    try:
-        quantize = None if args.quantize == "none" else args.quantize
-        check_compile_decoder(device, DTYPES[args.dtype] or default_dtype(device), quantize)
-    except ValueError as e:
-        parser.error(f"--compile-decoder (or CSM_STUDIO_COMPILE_DECODER): {e}")
+    quantize = None if args.quantize == "none" else args.quantize
+    dtype = DTYPES[args.dtype] or default_dtype(device)
+    refuse_compile_decoder_here(
+        parser, str(device), dtype, quantize, "--compile-decoder (or CSM_STUDIO_COMPILE_DECODER)"
+    )
 
 
 def start_studio(args: argparse.Namespace) -> Studio:
